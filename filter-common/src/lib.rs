@@ -1,0 +1,302 @@
+//! Types shared by the XDP program (`filter-ebpf`) and the controller
+//! (`filter-ctl`): map keys and values, verdict reasons, map names and default
+//! capacities. Every struct is `#[repr(C)]` with explicit padding and no
+//! `bool`/`Option`, so both sides agree on the layout byte for byte.
+#![no_std]
+
+/// Names of the maps, as the kernel and the pin directory know them (the
+/// kernel keeps 15 characters of a map name).
+pub mod map_names {
+    /// `Array<Config>`, one slot: run-time knobs of the data path.
+    pub const CONFIG: &str = "CONFIG";
+    /// `PerCpuArray<StatValue>` indexed by [`super::Reason`].
+    pub const STATS: &str = "STATS";
+    /// `LruPerCpuHashMap<SourceKey, SourceCounters>`: tracked sources.
+    pub const SOURCES: &str = "SOURCES";
+    /// `PerCpuArray<Sketch>`, one slot: count-min sketch gating `SOURCES`.
+    pub const SKETCH: &str = "SKETCH";
+    /// `LpmTrie<[u8; 4], ListEntry>`: IPv4 allowlist.
+    pub const ALLOW_V4: &str = "ALLOW_V4";
+    /// `LpmTrie<[u8; 16], ListEntry>`: IPv6 allowlist.
+    pub const ALLOW_V6: &str = "ALLOW_V6";
+    /// `HashMap<[u8; 4], ListEntry>`: exact IPv4 blocks (/32).
+    pub const BLOCK_V4: &str = "BLOCK_V4";
+    /// `HashMap<[u8; 16], ListEntry>`: exact IPv6 blocks (/128).
+    pub const BLOCK_V6: &str = "BLOCK_V6";
+    /// `LpmTrie<[u8; 4], ListEntry>`: IPv4 CIDR blocks.
+    pub const BLOCK_NET_V4: &str = "BLOCK_NET_V4";
+    /// `LpmTrie<[u8; 16], ListEntry>`: IPv6 CIDR blocks (including /64 sources).
+    pub const BLOCK_NET_V6: &str = "BLOCK_NET_V6";
+
+    /// Every map the program owns, in a stable order (pinning, inspection).
+    pub const ALL: [&str; 10] = [
+        CONFIG,
+        STATS,
+        SOURCES,
+        SKETCH,
+        ALLOW_V4,
+        ALLOW_V6,
+        BLOCK_V4,
+        BLOCK_V6,
+        BLOCK_NET_V4,
+        BLOCK_NET_V6,
+    ];
+}
+
+/// Name of the XDP program inside the object.
+pub const PROGRAM_NAME: &str = "filter";
+
+/// Default capacities. The loader can override them at load time.
+pub mod capacity {
+    /// Tracked sources (LRU: idle entries are evicted, inserts never fail).
+    pub const SOURCES: u32 = 65_536;
+    /// Entries in each allowlist trie.
+    pub const ALLOW: u32 = 4_096;
+    /// Exact blocks per family.
+    pub const BLOCK_EXACT: u32 = 262_144;
+    /// CIDR blocks per family.
+    pub const BLOCK_NET: u32 = 65_536;
+}
+
+/// Slots in the stats array. More than [`Reason::COUNT`] so that later
+/// reasons fit a map pinned by an older build.
+pub const STATS_SLOTS: u32 = 16;
+
+/// Why a packet got its verdict; the index of its slot in `STATS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// IP packet from a non-listed source: counted, passed.
+    Passed = 0,
+    /// Source matched the allowlist: passed without further checks.
+    Allowlisted = 1,
+    /// Source matched an exact (/32 or /128) block: dropped.
+    BlockedExact = 2,
+    /// Source matched a CIDR block: dropped.
+    BlockedCidr = 3,
+    /// A header was truncated or inconsistent: passed, never misparsed.
+    Malformed = 4,
+    /// Not IPv4/IPv6 (ARP, LLDP, ...): passed.
+    NonIp = 5,
+    /// IP but not TCP (UDP, ICMP, ...): counted per source, passed.
+    NonTcp = 6,
+    /// IP fragment that carries no TCP header (offset > 0): passed.
+    Fragment = 7,
+}
+
+impl Reason {
+    /// Number of reasons in use.
+    pub const COUNT: usize = 8;
+    /// Every reason, in slot order.
+    pub const ALL: [Reason; Reason::COUNT] = [
+        Reason::Passed,
+        Reason::Allowlisted,
+        Reason::BlockedExact,
+        Reason::BlockedCidr,
+        Reason::Malformed,
+        Reason::NonIp,
+        Reason::NonTcp,
+        Reason::Fragment,
+    ];
+
+    /// Stable name used in CLI output, JSON and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::Passed => "passed",
+            Reason::Allowlisted => "allowlisted",
+            Reason::BlockedExact => "blocked_exact",
+            Reason::BlockedCidr => "blocked_cidr",
+            Reason::Malformed => "malformed",
+            Reason::NonIp => "non_ip",
+            Reason::NonTcp => "non_tcp",
+            Reason::Fragment => "fragment",
+        }
+    }
+
+    /// Whether packets with this reason are dropped.
+    pub const fn drops(self) -> bool {
+        matches!(self, Reason::BlockedExact | Reason::BlockedCidr)
+    }
+}
+
+/// Packets and bytes for one verdict reason on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatValue {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Address family tags used in [`SourceKey::family`].
+pub const FAMILY_V4: u32 = 4;
+pub const FAMILY_V6: u32 = 6;
+
+/// Identity of a source: an IPv4 address, or an IPv6 address masked to the
+/// configured prefix (default /64). IPv4 uses the first 4 bytes of `addr`,
+/// the rest stays zero. Addresses are in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceKey {
+    pub family: u32,
+    pub addr: [u8; 16],
+}
+
+/// Per-source counters, one copy per CPU (summed in userspace). Timestamps
+/// are `bpf_ktime_get_ns` (CLOCK_MONOTONIC) nanoseconds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceCounters {
+    /// SYN without ACK.
+    pub syn: u64,
+    /// SYN with ACK.
+    pub syn_ack: u64,
+    /// ACK alone (no SYN, FIN or RST) and no payload.
+    pub ack: u64,
+    /// RST set (with or without ACK).
+    pub rst: u64,
+    /// FIN set (with or without ACK), RST not set.
+    pub fin: u64,
+    /// Every IP packet from the source that reached counting.
+    pub packets: u64,
+    /// Frame bytes of those packets.
+    pub bytes: u64,
+    /// When this CPU first counted the source (0: never).
+    pub first_seen_ns: u64,
+    /// When this CPU last counted the source.
+    pub last_seen_ns: u64,
+}
+
+/// An allowlist or blocklist entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListEntry {
+    /// CLOCK_MONOTONIC ns after which the entry no longer matches; 0 = never.
+    /// Enforced by the XDP program itself.
+    pub expires_ns: u64,
+    /// Wall-clock seconds since the Unix epoch when the entry was added.
+    pub added_unix_s: u64,
+    /// Who or what added it: one of [`list_reason`].
+    pub reason: u32,
+    pub _pad: u32,
+    /// Free text from the operator (UTF-8, NUL padded, truncated).
+    pub note: [u8; LIST_NOTE_LEN],
+}
+
+/// Length of [`ListEntry::note`].
+pub const LIST_NOTE_LEN: usize = 48;
+
+impl Default for ListEntry {
+    fn default() -> Self {
+        ListEntry {
+            expires_ns: 0,
+            added_unix_s: 0,
+            reason: list_reason::ADMIN,
+            _pad: 0,
+            note: [0; LIST_NOTE_LEN],
+        }
+    }
+}
+
+/// Values of [`ListEntry::reason`].
+pub mod list_reason {
+    /// Added by an operator from the CLI.
+    pub const ADMIN: u32 = 1;
+    /// Listed in the policy file.
+    pub const POLICY: u32 = 2;
+    /// Promoted by the controller's detectors.
+    pub const DETECTOR: u32 = 3;
+
+    /// Stable name for output.
+    pub const fn name(code: u32) -> &'static str {
+        match code {
+            ADMIN => "admin",
+            POLICY => "policy",
+            DETECTOR => "detector",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Run-time knobs of the data path, in slot 0 of `CONFIG`. The controller
+/// writes it; the program reads it on every packet. An all-zero config (a
+/// freshly created map) must behave sanely: see [`Config::effective_prefix`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// IPv6 source identity prefix length, 1..=128 (0 means the default 64).
+    pub ipv6_prefix_len: u32,
+    /// Packets a source must show in one sketch epoch (about 1 s) on one CPU
+    /// before it gets an exact `SOURCES` entry. 0 or 1: track every source at
+    /// once (exact counts, but a spoofed flood then churns the LRU).
+    pub track_min_packets: u32,
+    pub _reserved: [u32; 6],
+}
+
+/// Default IPv6 source prefix.
+pub const DEFAULT_IPV6_PREFIX: u32 = 64;
+/// Default tracking gate (see [`Config::track_min_packets`]).
+pub const DEFAULT_TRACK_MIN_PACKETS: u32 = 4;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ipv6_prefix_len: DEFAULT_IPV6_PREFIX,
+            track_min_packets: DEFAULT_TRACK_MIN_PACKETS,
+            _reserved: [0; 6],
+        }
+    }
+}
+
+/// Count-min sketch geometry: `SKETCH_ROWS` independent hashes of
+/// `SKETCH_COLS` counters each. A per-CPU array value is limited to 32 KiB.
+pub const SKETCH_ROWS: usize = 2;
+pub const SKETCH_COLS: usize = 2048;
+/// A counter is `epoch << SKETCH_EPOCH_SHIFT | count`: a counter from an older
+/// epoch reads as zero, so the sketch resets itself without a sweep.
+pub const SKETCH_EPOCH_SHIFT: u32 = 24;
+pub const SKETCH_COUNT_MASK: u32 = (1 << SKETCH_EPOCH_SHIFT) - 1;
+/// `ktime >> SKETCH_EPOCH_NS_SHIFT` is the epoch: 2^30 ns, about 1.07 s.
+pub const SKETCH_EPOCH_NS_SHIFT: u32 = 30;
+
+/// The sketch, one per CPU.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Sketch {
+    pub slots: [u32; SKETCH_ROWS * SKETCH_COLS],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all are #[repr(C)] structs of integers with no implicit padding.
+    unsafe impl aya::Pod for StatValue {}
+    unsafe impl aya::Pod for SourceKey {}
+    unsafe impl aya::Pod for SourceCounters {}
+    unsafe impl aya::Pod for ListEntry {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for Sketch {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<SourceKey>(), 20);
+        assert_eq!(size_of::<SourceCounters>(), 9 * 8);
+        assert_eq!(size_of::<ListEntry>(), 8 + 8 + 4 + 4 + LIST_NOTE_LEN);
+        assert_eq!(size_of::<Config>(), 32);
+        assert_eq!(size_of::<StatValue>(), 16);
+        assert!(size_of::<Sketch>() <= 32 * 1024);
+    }
+
+    #[test]
+    fn reasons_match_their_slots() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.name());
+        }
+        assert!(Reason::COUNT as u32 <= STATS_SLOTS);
+    }
+}

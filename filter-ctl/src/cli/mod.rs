@@ -1,0 +1,97 @@
+//! Command-line interface. Each verb lives in its own module; the doc
+//! comments are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::loader::DEFAULT_PIN_DIR;
+
+mod attach;
+mod detach;
+mod list;
+mod lists;
+mod stats;
+
+/// XDP packet filter controller: attach the filter, block and allow
+/// sources, read counters.
+///
+/// The filter runs in the kernel on its own once attached; every command
+/// here works on its pinned maps under --pin-dir, so it takes effect at
+/// once and survives filter-ctl exiting.
+#[derive(Debug, Parser)]
+#[command(name = "filter-ctl", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Directory on a bpf filesystem holding the pinned maps and links.
+    #[arg(long, global = true, env = "FILTER_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Attach(attach::Attach),
+    Detach(detach::Detach),
+    Block(lists::Block),
+    Unblock(lists::Unblock),
+    Allow(lists::Allow),
+    Disallow(lists::Disallow),
+    List(list::List),
+    Stats(stats::Stats),
+}
+
+impl Cli {
+    pub fn execute(self) -> anyhow::Result<()> {
+        let g = &self.global;
+        match self.command {
+            Command::Attach(c) => c.execute(g),
+            Command::Detach(c) => c.execute(g),
+            Command::Block(c) => c.execute(g),
+            Command::Unblock(c) => c.execute(g),
+            Command::Allow(c) => c.execute(g),
+            Command::Disallow(c) => c.execute(g),
+            Command::List(c) => c.execute(g),
+            Command::Stats(c) => c.execute(g),
+        }
+    }
+}
+
+/// Prints `value` as pretty JSON on stdout.
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A time to live: `90s`, `10m`, `1h`, `2d`, `1h30m`; `0`, `never` or
+/// `permanent` mean no expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ttl(pub Option<std::time::Duration>);
+
+impl std::str::FromStr for Ttl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "0" | "never" | "permanent" => Ok(Ttl(None)),
+            t => match humantime::parse_duration(t) {
+                Ok(d) if d.is_zero() => Ok(Ttl(None)),
+                Ok(d) => Ok(Ttl(Some(d))),
+                Err(e) => Err(format!(
+                    "'{t}' is not a duration ({e}); examples: 90s, 10m, 1h, 2d"
+                )),
+            },
+        }
+    }
+}
+
+/// `3723` → `1h 2m 3s`.
+fn human_secs(secs: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}

@@ -1,0 +1,73 @@
+//! Errors at the library boundary. Each says what the operator can do.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The pin directory does not live on a BPF filesystem.
+    #[error(
+        "{0} is not on a bpf filesystem; mount one (mount -t bpf bpf /sys/fs/bpf) or pass --pin-dir"
+    )]
+    NotBpffs(PathBuf),
+    /// Nothing is pinned where the CLI looks for the running filter.
+    #[error("no filter state in {0}: attach the filter first (filter-ctl attach IFACE) or pass --pin-dir")]
+    NotAttached(PathBuf),
+    /// Detach asked for an interface that has no pinned link.
+    #[error("{iface} is not attached (no link pinned at {path})")]
+    IfaceNotAttached { iface: String, path: PathBuf },
+    /// The named network interface does not exist.
+    #[error("no such network interface '{0}'")]
+    UnknownInterface(String),
+    /// A CIDR with bits set beyond its prefix, e.g. 10.0.0.5/24.
+    #[error("'{given}' has host bits set beyond /{prefix}; did you mean {suggested}?")]
+    HostBitsSet {
+        given: String,
+        prefix: u8,
+        suggested: String,
+    },
+    /// Not an IP address or CIDR.
+    #[error("'{0}' is not an IP address or CIDR (examples: 203.0.113.7, 198.51.100.0/24, 2001:db8::/48)")]
+    BadAddress(String),
+    /// The kernel refused to attach in the requested mode.
+    #[error("attaching to {iface} in {mode} mode failed: {source}{hint}")]
+    Attach {
+        iface: String,
+        mode: String,
+        hint: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    /// The verifier or the kernel refused the program.
+    #[error("loading the XDP program failed: {0}")]
+    Load(String),
+    /// A map operation failed.
+    #[error("{what}: {source}")]
+    Map {
+        what: String,
+        source: aya::maps::MapError,
+    },
+    /// Any other I/O failure, with the path involved.
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Hint appended to an error whose cause is a permission failure.
+pub const PRIVILEGE_HINT: &str = "filter-ctl needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)";
+
+/// Whether anything in the chain is EPERM/EACCES.
+pub fn is_permission_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)))
+            || cause.to_string().contains("Operation not permitted")
+            || cause.to_string().contains("Permission denied")
+    })
+}

@@ -1,0 +1,15 @@
+//! The controller library: everything `filter-ctl` does, reusable by tests
+//! and by `xtask`.
+
+pub mod addr;
+pub mod cli;
+pub mod clock;
+pub mod error;
+pub mod loader;
+pub mod maps;
+
+/// The XDP object built by `build.rs`.
+pub static FILTER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filter"));
+/// A bare `XDP_DROP` program, the benchmark baseline.
+pub static BARE_DROP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bare-drop"));

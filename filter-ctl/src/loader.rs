@@ -1,0 +1,264 @@
+//! Loading the XDP object, attaching it, pinning its link and maps, and
+//! taking it down again.
+//!
+//! Pin layout under the pin directory (default `/sys/fs/bpf/filter`):
+//! one file per map (named as in `filter_common::map_names`) and one
+//! `link_<iface>` per attached interface. The pinned link keeps the program
+//! attached after `filter-ctl` exits; the pinned maps keep every entry and
+//! counter, and a later load reuses them.
+
+use std::{
+    ffi::CString,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use filter_common::{map_names, Config, PROGRAM_NAME};
+
+use crate::{
+    error::{Error, Result},
+    maps::Maps,
+};
+
+/// Default pin directory.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/filter";
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+const LINK_PREFIX: &str = "link_";
+
+/// How to attach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native if the driver supports it, generic otherwise (kernel's choice).
+    #[default]
+    Auto,
+    /// Native (driver) XDP; fails if the driver lacks it.
+    Native,
+    /// Generic (skb) XDP: works everywhere, slower.
+    Skb,
+}
+
+impl AttachMode {
+    fn xdp_mode(self) -> XdpMode {
+        match self {
+            AttachMode::Auto => XdpMode::Default,
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Native => "native",
+            AttachMode::Skb => "skb",
+        })
+    }
+}
+
+/// Fails unless `dir` (or, if it does not exist yet, its nearest existing
+/// ancestor) is on a BPF filesystem.
+pub fn check_bpffs(dir: &Path) -> Result<()> {
+    let mut probe = dir;
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) => probe = p,
+            None => return Err(Error::NotBpffs(dir.to_owned())),
+        }
+    }
+    if probe != dir && probe.parent().is_none() {
+        // Only "/" exists: certainly not bpffs.
+        return Err(Error::NotBpffs(dir.to_owned()));
+    }
+    let c = CString::new(probe.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::NotBpffs(dir.to_owned()))?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(Error::Io {
+            what: "statfs",
+            path: probe.to_owned(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if st.f_type as i64 != BPF_FS_MAGIC {
+        return Err(Error::NotBpffs(dir.to_owned()));
+    }
+    Ok(())
+}
+
+/// Loads (verifies) the filter program. With `pin_dir`, every map is reused
+/// from its pin if present, or created and pinned there.
+pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    let paths: Vec<(&str, PathBuf)> = pin_dir
+        .map(|d| map_names::ALL.iter().map(|n| (*n, d.join(n))).collect())
+        .unwrap_or_default();
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader
+        .load(crate::FILTER_OBJECT)
+        .map_err(|e| Error::Load(e.to_string()))?;
+    program(&mut ebpf)?.load().map_err(load_error)?;
+    Ok(ebpf)
+}
+
+/// The filter program of a loaded object.
+pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or_else(|| Error::Load(format!("object has no program {PROGRAM_NAME}")))?
+        .try_into()
+        .map_err(|e: ProgramError| Error::Load(e.to_string()))
+}
+
+fn load_error(e: ProgramError) -> Error {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => Error::Load(format!("{io_error}\nverifier log:\n{verifier_log}")),
+        other => Error::Load(other.to_string()),
+    }
+}
+
+/// Interface index, or a clear error.
+pub fn if_index(iface: &str) -> Result<u32> {
+    let c = CString::new(iface).map_err(|_| Error::UnknownInterface(iface.to_owned()))?;
+    // SAFETY: valid C string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(Error::UnknownInterface(iface.to_owned())),
+        i => Ok(i),
+    }
+}
+
+fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("{LINK_PREFIX}{iface}"))
+}
+
+/// What [`attach`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// Newly attached.
+    New,
+    /// A link was already pinned for this interface; nothing changed.
+    Already,
+}
+
+/// Attaches the filter to `iface`, pins the link and the maps under
+/// `pin_dir`, and writes `config`. Idempotent: an interface that already has
+/// a pinned link is left as it is.
+pub fn attach(iface: &str, mode: AttachMode, pin_dir: &Path, config: &Config) -> Result<Attached> {
+    let ifindex = if_index(iface)?;
+    check_bpffs(pin_dir)?;
+    let link_path = link_pin(pin_dir, iface);
+    if link_path.exists() {
+        return Ok(Attached::Already);
+    }
+    std::fs::create_dir_all(pin_dir).map_err(|source| Error::Io {
+        what: "creating pin directory",
+        path: pin_dir.to_owned(),
+        source,
+    })?;
+    let mut ebpf = load(Some(pin_dir))?;
+    Maps::from_ebpf(&mut ebpf)?.set_config(config)?;
+    let prog = program(&mut ebpf)?;
+    let link_id = prog
+        .attach_to_if_index(ifindex, mode.xdp_mode())
+        .map_err(|source| Error::Attach {
+            iface: iface.to_owned(),
+            mode: mode.to_string(),
+            hint: if mode == AttachMode::Native {
+                "; the driver may lack native XDP: try --xdp-mode skb"
+            } else {
+                ""
+            },
+            source,
+        })?;
+    let link = prog
+        .take_link(link_id)
+        .map_err(|e| Error::Load(e.to_string()))?;
+    let fd_link: FdLink = link.try_into().map_err(|e| {
+        Error::Load(format!(
+            "kernel attached {iface} without a bpf_link, which cannot be pinned: {e}"
+        ))
+    })?;
+    fd_link.pin(&link_path).map_err(|e| Error::Io {
+        what: "pinning link at",
+        path: link_path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(Attached::New)
+}
+
+/// Interfaces with a pinned link under `pin_dir`.
+pub fn attached_interfaces(pin_dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(pin_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(LINK_PREFIX))
+                .map(str::to_owned)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Detaches from `iface` by removing its pinned link. With `purge`, and
+/// once no interface is left attached, also removes the pinned maps (every
+/// block entry and counter is then gone).
+pub fn detach(iface: &str, pin_dir: &Path, purge: bool) -> Result<()> {
+    check_bpffs(pin_dir)?;
+    let link_path = link_pin(pin_dir, iface);
+    if !link_path.exists() {
+        return Err(Error::IfaceNotAttached {
+            iface: iface.to_owned(),
+            path: link_path,
+        });
+    }
+    let link = PinnedLink::from_pin(&link_path).map_err(|e| Error::Io {
+        what: "opening pinned link",
+        path: link_path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    // Dropping the last reference to the link detaches the program.
+    drop(link.unpin().map_err(|source| Error::Io {
+        what: "removing pinned link",
+        path: link_path.clone(),
+        source,
+    })?);
+    if purge && attached_interfaces(pin_dir).is_empty() {
+        purge_maps(pin_dir)?;
+    }
+    Ok(())
+}
+
+/// Removes the map pins and the directory (if empty afterwards).
+pub fn purge_maps(pin_dir: &Path) -> Result<()> {
+    for name in map_names::ALL {
+        let path = pin_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    what: "removing pinned map",
+                    path,
+                    source,
+                })
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(pin_dir);
+    Ok(())
+}

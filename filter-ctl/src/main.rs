@@ -1,0 +1,19 @@
+use clap::Parser as _;
+use filter_ctl::{cli::Cli, error};
+
+fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match cli.execute() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the causes joined, then a hint where one helps.
+            let mut line = format!("error: {e:#}");
+            if error::is_permission_error(&e) {
+                line.push_str(&format!(" ({})", error::PRIVILEGE_HINT));
+            }
+            eprintln!("{line}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! Typed access to the filter's maps, either straight from a freshly loaded
+//! object or reopened from their pins by a later CLI call.
+
+use std::{net::IpAddr, path::Path};
+
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap},
+    Ebpf,
+};
+use filter_common::{
+    map_names as names, Config, ListEntry, Reason, SourceCounters, SourceKey, StatValue,
+    LIST_NOTE_LEN,
+};
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::{
+    addr::is_host,
+    clock,
+    error::{Error, Result},
+};
+
+/// Which list an entry goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListKind {
+    Allow,
+    Block,
+}
+
+/// One list entry as the CLI shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListedEntry {
+    pub net: IpNet,
+    pub list: ListKind,
+    /// "exact" or "cidr" (the map that holds it).
+    pub matches: &'static str,
+    pub reason: &'static str,
+    pub note: String,
+    pub added_unix_s: u64,
+    /// Seconds left; None for a permanent entry.
+    pub expires_in_s: Option<u64>,
+    pub expired: bool,
+    #[serde(skip)]
+    pub raw: ListEntry,
+}
+
+/// Totals of one verdict reason over all CPUs.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct ReasonStats {
+    pub reason: &'static str,
+    pub drops: bool,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub struct Maps {
+    config: Array<MapData, Config>,
+    stats: PerCpuArray<MapData, StatValue>,
+    sources: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
+    allow_v4: LpmTrie<MapData, [u8; 4], ListEntry>,
+    allow_v6: LpmTrie<MapData, [u8; 16], ListEntry>,
+    block_v4: HashMap<MapData, [u8; 4], ListEntry>,
+    block_v6: HashMap<MapData, [u8; 16], ListEntry>,
+    block_net_v4: LpmTrie<MapData, [u8; 4], ListEntry>,
+    block_net_v6: LpmTrie<MapData, [u8; 16], ListEntry>,
+}
+
+fn map_err(what: impl Into<String>) -> impl FnOnce(aya::maps::MapError) -> Error {
+    let what = what.into();
+    move |source| Error::Map { what, source }
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object (the program keeps its own
+    /// references, so it goes on using them).
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self> {
+        Self::build(|name| {
+            ebpf.take_map(name)
+                .ok_or_else(|| Error::Load(format!("object has no map {name}")))
+        })
+    }
+
+    /// Reopens the maps pinned under `dir`.
+    pub fn from_pins(dir: &Path) -> Result<Self> {
+        crate::loader::check_bpffs(dir)?;
+        if !dir.join(names::CONFIG).exists() {
+            return Err(Error::NotAttached(dir.to_owned()));
+        }
+        Self::build(|name| {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path)
+                .map_err(map_err(format!("opening pinned map {}", path.display())))?;
+            Map::from_map_data(data).map_err(map_err(format!("reading map {}", path.display())))
+        })
+    }
+
+    fn build(mut get: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
+        macro_rules! typed {
+            ($name:expr) => {{
+                let name = $name;
+                get(name)?.try_into().map_err(map_err(format!(
+                    "map {name} has an unexpected type or layout"
+                )))?
+            }};
+        }
+        Ok(Maps {
+            config: typed!(names::CONFIG),
+            stats: typed!(names::STATS),
+            sources: typed!(names::SOURCES),
+            allow_v4: typed!(names::ALLOW_V4),
+            allow_v6: typed!(names::ALLOW_V6),
+            block_v4: typed!(names::BLOCK_V4),
+            block_v6: typed!(names::BLOCK_V6),
+            block_net_v4: typed!(names::BLOCK_NET_V4),
+            block_net_v6: typed!(names::BLOCK_NET_V6),
+        })
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        self.config.get(&0, 0).map_err(map_err("reading CONFIG"))
+    }
+
+    pub fn set_config(&mut self, cfg: &Config) -> Result<()> {
+        self.config
+            .set(0, cfg, 0)
+            .map_err(map_err("writing CONFIG"))
+    }
+
+    /// Adds or replaces an entry.
+    pub fn insert(&mut self, list: ListKind, net: IpNet, entry: &ListEntry) -> Result<()> {
+        let what = || format!("adding {net} to the {list:?} list");
+        match (list, net) {
+            (ListKind::Allow, IpNet::V4(n)) => self.allow_v4.insert(
+                &Key::new(n.prefix_len().into(), n.addr().octets()),
+                entry,
+                0,
+            ),
+            (ListKind::Allow, IpNet::V6(n)) => self.allow_v6.insert(
+                &Key::new(n.prefix_len().into(), n.addr().octets()),
+                entry,
+                0,
+            ),
+            (ListKind::Block, IpNet::V4(n)) if is_host(&net) => {
+                self.block_v4.insert(n.addr().octets(), entry, 0)
+            }
+            (ListKind::Block, IpNet::V6(n)) if is_host(&net) => {
+                self.block_v6.insert(n.addr().octets(), entry, 0)
+            }
+            (ListKind::Block, IpNet::V4(n)) => self.block_net_v4.insert(
+                &Key::new(n.prefix_len().into(), n.addr().octets()),
+                entry,
+                0,
+            ),
+            (ListKind::Block, IpNet::V6(n)) => self.block_net_v6.insert(
+                &Key::new(n.prefix_len().into(), n.addr().octets()),
+                entry,
+                0,
+            ),
+        }
+        .map_err(map_err(what()))
+    }
+
+    /// Removes an entry; `Ok(false)` if it was not there.
+    pub fn remove(&mut self, list: ListKind, net: IpNet) -> Result<bool> {
+        let res = match (list, net) {
+            (ListKind::Allow, IpNet::V4(n)) => self
+                .allow_v4
+                .remove(&Key::new(n.prefix_len().into(), n.addr().octets())),
+            (ListKind::Allow, IpNet::V6(n)) => self
+                .allow_v6
+                .remove(&Key::new(n.prefix_len().into(), n.addr().octets())),
+            (ListKind::Block, IpNet::V4(n)) if is_host(&net) => {
+                self.block_v4.remove(&n.addr().octets())
+            }
+            (ListKind::Block, IpNet::V6(n)) if is_host(&net) => {
+                self.block_v6.remove(&n.addr().octets())
+            }
+            (ListKind::Block, IpNet::V4(n)) => self
+                .block_net_v4
+                .remove(&Key::new(n.prefix_len().into(), n.addr().octets())),
+            (ListKind::Block, IpNet::V6(n)) => self
+                .block_net_v6
+                .remove(&Key::new(n.prefix_len().into(), n.addr().octets())),
+        };
+        match res {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(map_err(format!("removing {net} from the {list:?} list"))(e)),
+        }
+    }
+
+    /// Every entry of one list, sorted by network.
+    pub fn entries(&self, list: ListKind) -> Result<Vec<ListedEntry>> {
+        let now = clock::monotonic_ns();
+        let mut out = Vec::new();
+        let mut push = |net: IpNet, matches: &'static str, raw: ListEntry| {
+            out.push(listed(net, list, matches, raw, now))
+        };
+        let err = || map_err(format!("reading the {list:?} list"));
+        match list {
+            ListKind::Allow => {
+                for item in self.allow_v4.iter() {
+                    let (k, v) = item.map_err(err())?;
+                    push(net_v4(k.data(), k.prefix_len()), "cidr", v);
+                }
+                for item in self.allow_v6.iter() {
+                    let (k, v) = item.map_err(err())?;
+                    push(net_v6(k.data(), k.prefix_len()), "cidr", v);
+                }
+            }
+            ListKind::Block => {
+                for item in self.block_v4.iter() {
+                    let (k, v) = item.map_err(err())?;
+                    push(net_v4(k, 32), "exact", v);
+                }
+                for item in self.block_v6.iter() {
+                    let (k, v) = item.map_err(err())?;
+                    push(net_v6(k, 128), "exact", v);
+                }
+                for item in self.block_net_v4.iter() {
+                    let (k, v) = item.map_err(err())?;
+                    push(net_v4(k.data(), k.prefix_len()), "cidr", v);
+                }
+                for item in self.block_net_v6.iter() {
+                    let (k, v) = item.map_err(err())?;
+                    push(net_v6(k.data(), k.prefix_len()), "cidr", v);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.net.cmp(&b.net));
+        Ok(out)
+    }
+
+    /// Verdict totals summed over CPUs, one row per reason.
+    pub fn stats(&self) -> Result<Vec<ReasonStats>> {
+        Reason::ALL
+            .iter()
+            .map(|&reason| {
+                let per_cpu = self
+                    .stats
+                    .get(&(reason as u32), 0)
+                    .map_err(map_err("reading STATS"))?;
+                Ok(ReasonStats {
+                    reason: reason.name(),
+                    drops: reason.drops(),
+                    packets: per_cpu.iter().map(|v| v.packets).sum(),
+                    bytes: per_cpu.iter().map(|v| v.bytes).sum(),
+                })
+            })
+            .collect()
+    }
+
+    /// Counters of one source, summed over CPUs.
+    pub fn source(&self, key: &SourceKey) -> Result<Option<SourceCounters>> {
+        match self.sources.get(key, 0) {
+            Ok(per_cpu) => Ok(Some(sum_counters(per_cpu.iter()))),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("reading SOURCES")(e)),
+        }
+    }
+
+    /// Every tracked source with its counters summed over CPUs.
+    pub fn sources(&self) -> Result<Vec<(SourceKey, SourceCounters)>> {
+        let mut out = Vec::new();
+        for item in self.sources.iter() {
+            let (key, per_cpu) = item.map_err(map_err("reading SOURCES"))?;
+            out.push((key, sum_counters(per_cpu.iter())));
+        }
+        Ok(out)
+    }
+}
+
+/// Adds per-CPU counters; first seen is the earliest CPU that saw it.
+pub fn sum_counters<'a>(per_cpu: impl Iterator<Item = &'a SourceCounters>) -> SourceCounters {
+    per_cpu.fold(SourceCounters::default(), |mut acc, c| {
+        acc.syn += c.syn;
+        acc.syn_ack += c.syn_ack;
+        acc.ack += c.ack;
+        acc.rst += c.rst;
+        acc.fin += c.fin;
+        acc.packets += c.packets;
+        acc.bytes += c.bytes;
+        if c.first_seen_ns != 0 && (acc.first_seen_ns == 0 || c.first_seen_ns < acc.first_seen_ns) {
+            acc.first_seen_ns = c.first_seen_ns;
+        }
+        acc.last_seen_ns = acc.last_seen_ns.max(c.last_seen_ns);
+        acc
+    })
+}
+
+fn net_v4(octets: [u8; 4], prefix: u32) -> IpNet {
+    IpNet::new(IpAddr::from(octets), prefix as u8)
+        .unwrap_or_else(|_| IpNet::from(IpAddr::from(octets)))
+}
+
+fn net_v6(octets: [u8; 16], prefix: u32) -> IpNet {
+    IpNet::new(IpAddr::from(octets), prefix as u8)
+        .unwrap_or_else(|_| IpNet::from(IpAddr::from(octets)))
+}
+
+fn listed(
+    net: IpNet,
+    list: ListKind,
+    matches: &'static str,
+    raw: ListEntry,
+    now: u64,
+) -> ListedEntry {
+    let expired = raw.expires_ns != 0 && raw.expires_ns <= now;
+    ListedEntry {
+        net,
+        list,
+        matches,
+        reason: filter_common::list_reason::name(raw.reason),
+        note: note_text(&raw.note),
+        added_unix_s: raw.added_unix_s,
+        expires_in_s: (raw.expires_ns != 0)
+            .then(|| raw.expires_ns.saturating_sub(now) / 1_000_000_000),
+        expired,
+        raw,
+    }
+}
+
+/// Builds an entry stamped now.
+pub fn new_entry(reason: u32, ttl: Option<std::time::Duration>, note: &str) -> ListEntry {
+    let mut entry = ListEntry {
+        expires_ns: clock::expiry_after(ttl),
+        added_unix_s: clock::unix_now_s(),
+        reason,
+        ..ListEntry::default()
+    };
+    // Truncate on a character boundary so the note stays valid UTF-8.
+    let mut end = note.len().min(LIST_NOTE_LEN);
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    entry.note[..end].copy_from_slice(&note.as_bytes()[..end]);
+    entry
+}
+
+fn note_text(raw: &[u8; LIST_NOTE_LEN]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_truncate_on_char_boundaries() {
+        let long = "é".repeat(40); // 80 bytes
+        let e = new_entry(filter_common::list_reason::ADMIN, None, &long);
+        let text = note_text(&e.note);
+        assert_eq!(text, "é".repeat(LIST_NOTE_LEN / 2));
+        assert_eq!(e.expires_ns, 0);
+    }
+
+    #[test]
+    fn per_cpu_counters_sum() {
+        let a = SourceCounters {
+            syn: 2,
+            packets: 3,
+            first_seen_ns: 50,
+            last_seen_ns: 90,
+            ..Default::default()
+        };
+        let b = SourceCounters {
+            syn: 1,
+            packets: 1,
+            first_seen_ns: 40,
+            last_seen_ns: 70,
+            ..Default::default()
+        };
+        let idle = SourceCounters::default();
+        let s = sum_counters([a, idle, b].iter());
+        assert_eq!(
+            (s.syn, s.packets, s.first_seen_ns, s.last_seen_ns),
+            (3, 4, 40, 90)
+        );
+    }
+}

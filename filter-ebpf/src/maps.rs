@@ -1,0 +1,45 @@
+//! Every map of the program. Capacities here are defaults: the loader may
+//! resize them before load (`EbpfLoader::map_max_entries`).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{lpm_trie::LpmTrie, Array, HashMap, LruPerCpuHashMap, PerCpuArray},
+};
+use filter_common::{
+    capacity, Config, ListEntry, Sketch, SourceCounters, SourceKey, StatValue, STATS_SLOTS,
+};
+
+/// Written by the controller, read on every packet (slot 0).
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Written here (one slot per verdict reason), read by the controller.
+#[map]
+pub static STATS: PerCpuArray<StatValue> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
+
+/// Written here for sources the sketch calls heavy, read by the controller.
+#[map]
+pub static SOURCES: LruPerCpuHashMap<SourceKey, SourceCounters> =
+    LruPerCpuHashMap::with_max_entries(capacity::SOURCES, 0);
+
+/// Written and read only here: the count-min sketch that gates `SOURCES`.
+#[map]
+pub static SKETCH: PerCpuArray<Sketch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Written by the controller, read here.
+#[map]
+pub static ALLOW_V4: LpmTrie<[u8; 4], ListEntry> = LpmTrie::with_max_entries(capacity::ALLOW, 0);
+#[map]
+pub static ALLOW_V6: LpmTrie<[u8; 16], ListEntry> = LpmTrie::with_max_entries(capacity::ALLOW, 0);
+#[map]
+pub static BLOCK_V4: HashMap<[u8; 4], ListEntry> =
+    HashMap::with_max_entries(capacity::BLOCK_EXACT, 0);
+#[map]
+pub static BLOCK_V6: HashMap<[u8; 16], ListEntry> =
+    HashMap::with_max_entries(capacity::BLOCK_EXACT, 0);
+#[map]
+pub static BLOCK_NET_V4: LpmTrie<[u8; 4], ListEntry> =
+    LpmTrie::with_max_entries(capacity::BLOCK_NET, 0);
+#[map]
+pub static BLOCK_NET_V6: LpmTrie<[u8; 16], ListEntry> =
+    LpmTrie::with_max_entries(capacity::BLOCK_NET, 0);

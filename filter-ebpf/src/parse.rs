@@ -1,0 +1,201 @@
+//! Header parsing. Every read goes through [`ptr_at`], which checks the
+//! bounds against `data_end` (the check the verifier demands, and the one that
+//! turns a truncated packet into `Err` instead of a misparse). Parsers take an
+//! offset from the start of the frame and return what they found plus the
+//! offset of the next header.
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, tcp::TcpHdr, vlan::VlanHdr};
+
+/// Error: the packet is truncated or a header is inconsistent.
+pub struct Malformed;
+
+/// VLAN tags we look through (802.1Q and 802.1ad, e.g. QinQ).
+pub const VLAN_MAX_DEPTH: usize = 2;
+/// IPv6 extension headers we walk before giving up on finding TCP.
+pub const IPV6_EXT_MAX_CHAIN: usize = 6;
+/// Largest L3/L4 offset we accept. Keeps offsets bounded for the verifier and
+/// is far beyond any real header stack (2 VLANs + IPv6 + 6 ext headers of at
+/// most 2 KiB each would not fit an XDP frame anyway).
+const MAX_HEADER_OFFSET: usize = 0x3fff;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+/// The one bounds-checked accessor.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Malformed> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    // verifier: bound the offset before adding it to a packet pointer
+    if offset > MAX_HEADER_OFFSET {
+        return Err(Malformed);
+    }
+    if start + offset + size_of::<T>() > end {
+        return Err(Malformed);
+    }
+    Ok((start + offset) as *const T)
+}
+
+/// Ethernet plus up to [`VLAN_MAX_DEPTH`] tags: returns the inner EtherType
+/// (host order) and the offset of the L3 header.
+#[inline(always)]
+pub fn ethernet(ctx: &XdpContext) -> Result<(u16, usize), Malformed> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    let mut proto = u16::from_be(unsafe { (*eth).ether_type });
+    let mut off = EthHdr::LEN;
+    for _ in 0..VLAN_MAX_DEPTH {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        let vlan: *const VlanHdr = ptr_at(ctx, off)?;
+        proto = u16::from_be(unsafe { (*vlan).ether_type });
+        off += VlanHdr::LEN;
+    }
+    Ok((proto, off))
+}
+
+/// What follows the IP header(s).
+pub enum L4 {
+    /// A TCP header at `offset`; `len` bytes of L3 payload (TCP header + data).
+    Tcp { offset: usize, len: usize },
+    /// Not TCP.
+    Other,
+    /// A fragment with offset > 0: no L4 header here.
+    Fragment,
+}
+
+/// An IPv4 header, options included: source address and what follows.
+#[inline(always)]
+pub fn ipv4(ctx: &XdpContext, off: usize) -> Result<([u8; 4], L4), Malformed> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
+    let vihl = unsafe { (*ip).vihl };
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
+        return Err(Malformed);
+    }
+    let tot_len = u16::from_be_bytes(unsafe { (*ip).tot_len }) as usize;
+    if tot_len < ihl {
+        return Err(Malformed);
+    }
+    // The options must be in the frame too: probe the header's last byte.
+    let _: *const u8 = ptr_at(ctx, off + ihl - 1)?;
+    let src = unsafe { (*ip).src_addr };
+    let frag_offset = u16::from_be_bytes(unsafe { (*ip).frags }) & 0x1fff;
+    let l4 = if frag_offset != 0 {
+        L4::Fragment
+    } else if unsafe { (*ip).proto } != IPPROTO_TCP {
+        L4::Other
+    } else {
+        L4::Tcp {
+            offset: off + ihl,
+            len: tot_len - ihl,
+        }
+    };
+    Ok((src, l4))
+}
+
+/// An IPv6 header: the full source address and the offset after the fixed
+/// header, with the payload length and first next-header value.
+#[inline(always)]
+pub fn ipv6(ctx: &XdpContext, off: usize) -> Result<([u8; 16], u8, usize, usize), Malformed> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
+    if unsafe { (*ip).vcf[0] } >> 4 != 6 {
+        return Err(Malformed);
+    }
+    let payload_len = u16::from_be_bytes(unsafe { (*ip).payload_len }) as usize;
+    let src = unsafe { (*ip).src_addr };
+    let next = unsafe { (*ip).next_hdr };
+    Ok((src, next, off + Ipv6Hdr::LEN, payload_len))
+}
+
+/// Walks at most [`IPV6_EXT_MAX_CHAIN`] extension headers starting with
+/// `next` at `off`. A chain longer than that is reported as malformed: we
+/// will not guess where TCP starts.
+#[inline(always)]
+pub fn ipv6_ext(
+    ctx: &XdpContext,
+    mut next: u8,
+    mut off: usize,
+    payload_len: usize,
+) -> Result<L4, Malformed> {
+    let start = off;
+    for _ in 0..IPV6_EXT_MAX_CHAIN {
+        let len = match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let h: *const [u8; 2] = ptr_at(ctx, off)?;
+                next = unsafe { (*h)[0] };
+                (unsafe { (*h)[1] } as usize + 1) * 8
+            }
+            IPPROTO_AH => {
+                let h: *const [u8; 2] = ptr_at(ctx, off)?;
+                next = unsafe { (*h)[0] };
+                (unsafe { (*h)[1] } as usize + 2) * 4
+            }
+            IPPROTO_FRAGMENT => {
+                let h: *const [u8; 8] = ptr_at(ctx, off)?;
+                let frag_offset = u16::from_be_bytes(unsafe { [(*h)[2], (*h)[3]] }) >> 3;
+                if frag_offset != 0 {
+                    return Ok(L4::Fragment);
+                }
+                next = unsafe { (*h)[0] };
+                8
+            }
+            _ => break,
+        };
+        off += len;
+    }
+    if is_ipv6_ext(next) {
+        return Err(Malformed);
+    }
+    if next != IPPROTO_TCP {
+        return Ok(L4::Other);
+    }
+    let ext_len = off - start;
+    if ext_len > payload_len {
+        return Err(Malformed);
+    }
+    Ok(L4::Tcp {
+        offset: off,
+        len: payload_len - ext_len,
+    })
+}
+
+#[inline(always)]
+fn is_ipv6_ext(next: u8) -> bool {
+    matches!(
+        next,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_AH | IPPROTO_DSTOPTS
+    )
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// The TCP header: its flags byte and the length of its payload. Options are
+/// not read, so only the fixed 20 bytes must be in the frame.
+#[inline(always)]
+pub fn tcp(ctx: &XdpContext, off: usize, l3_payload: usize) -> Result<(u8, usize), Malformed> {
+    let tcp: *const TcpHdr = ptr_at(ctx, off)?;
+    let raw = tcp as *const u8;
+    // Byte 12: data offset (high nibble); byte 13: the flags.
+    let doff = ((unsafe { *raw.add(12) } >> 4) as usize) * 4;
+    let flags = unsafe { *raw.add(13) };
+    if doff < TcpHdr::LEN || doff > l3_payload {
+        return Err(Malformed);
+    }
+    Ok((flags, l3_payload - doff))
+}

@@ -1,0 +1,133 @@
+//! Per-source counting, designed for spoofed random-source floods.
+//!
+//! A known source (already in `SOURCES`) costs one hash look-up. An unknown
+//! one first goes through a per-CPU count-min sketch: only once it has been
+//! seen `track_min_packets` times in the current epoch does it get an exact
+//! LRU entry. A flood of one-packet random sources therefore bumps two sketch
+//! counters per packet instead of inserting (and evicting) an LRU entry.
+
+use filter_common::{
+    Config, SourceCounters, SourceKey, SKETCH_COLS, SKETCH_COUNT_MASK, SKETCH_EPOCH_NS_SHIFT,
+    SKETCH_EPOCH_SHIFT,
+};
+
+use crate::{
+    clock::Clock,
+    maps::{SKETCH, SOURCES},
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+};
+
+/// Which per-flag counter a packet increments (at most one).
+#[derive(Clone, Copy)]
+pub enum Class {
+    Syn,
+    SynAck,
+    Ack,
+    Rst,
+    Fin,
+    None,
+}
+
+impl Class {
+    /// RST wins over everything, then SYN (SYN-ACK if ACK is set), then FIN;
+    /// a pure ACK is ACK alone with no payload.
+    #[inline(always)]
+    pub fn of(flags: u8, payload: usize) -> Class {
+        if flags & TCP_RST != 0 {
+            Class::Rst
+        } else if flags & TCP_SYN != 0 {
+            if flags & TCP_ACK != 0 {
+                Class::SynAck
+            } else {
+                Class::Syn
+            }
+        } else if flags & TCP_FIN != 0 {
+            Class::Fin
+        } else if flags & TCP_ACK != 0 && payload == 0 {
+            Class::Ack
+        } else {
+            Class::None
+        }
+    }
+}
+
+#[inline(always)]
+fn apply(c: &mut SourceCounters, class: Class, bytes: u64, now: u64) {
+    match class {
+        Class::Syn => c.syn += 1,
+        Class::SynAck => c.syn_ack += 1,
+        Class::Ack => c.ack += 1,
+        Class::Rst => c.rst += 1,
+        Class::Fin => c.fin += 1,
+        Class::None => {}
+    }
+    c.packets += 1;
+    c.bytes += bytes;
+    if c.first_seen_ns == 0 {
+        c.first_seen_ns = now;
+    }
+    c.last_seen_ns = now;
+}
+
+#[inline(always)]
+pub fn count(key: &SourceKey, class: Class, bytes: u64, cfg: &Config, clock: &mut Clock) {
+    let now = clock.now();
+    if let Some(c) = SOURCES.get_ptr_mut(key) {
+        // SAFETY: per-CPU value of a preallocated LRU map, only this CPU
+        // writes it while this program runs.
+        apply(unsafe { &mut *c }, class, bytes, now);
+        return;
+    }
+    if cfg.track_min_packets > 1 && !heavy(key, cfg.track_min_packets, now) {
+        return;
+    }
+    let mut c = SourceCounters::default();
+    apply(&mut c, class, bytes, now);
+    // Fails only on memory pressure; the next packet tries again.
+    let _ = SOURCES.insert(key, &c, 0);
+}
+
+/// Bumps the source in the sketch and says whether its estimate for this
+/// epoch has reached `min`.
+#[inline(always)]
+fn heavy(key: &SourceKey, min: u32, now: u64) -> bool {
+    let Some(sketch) = SKETCH.get_ptr_mut(0) else {
+        return true;
+    };
+    let sketch = unsafe { &mut *sketch };
+    let epoch = ((now >> SKETCH_EPOCH_NS_SHIFT) as u32) & 0xff;
+    let h = hash(key);
+    let mask = SKETCH_COLS as u32 - 1;
+    // verifier: both indices are masked into their row
+    let i0 = (h as u32 & mask) as usize;
+    let i1 = SKETCH_COLS + ((h >> 32) as u32 & mask) as usize;
+    let a = bump(&mut sketch.slots[i0], epoch);
+    let b = bump(&mut sketch.slots[i1], epoch);
+    a.min(b) >= min
+}
+
+#[inline(always)]
+fn bump(slot: &mut u32, epoch: u32) -> u32 {
+    let v = *slot;
+    let count = if v >> SKETCH_EPOCH_SHIFT == epoch {
+        ((v & SKETCH_COUNT_MASK) + 1).min(SKETCH_COUNT_MASK)
+    } else {
+        1
+    };
+    *slot = (epoch << SKETCH_EPOCH_SHIFT) | count;
+    count
+}
+
+/// A multiply-xorshift mix of the key's five words; the two halves of the
+/// result index the two sketch rows.
+#[inline(always)]
+fn hash(key: &SourceKey) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let a = &key.addr;
+    let w0 = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    let w1 = u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
+    let mut h = (key.family as u64).wrapping_mul(K);
+    h = (h ^ w0).wrapping_mul(K);
+    h = (h ^ (h >> 29) ^ w1).wrapping_mul(K);
+    h ^ (h >> 32)
+}
