@@ -249,8 +249,11 @@ impl Default for Config {
 
 /// Count-min sketch geometry: `SKETCH_ROWS` independent hashes of
 /// `SKETCH_COLS` counters each. A per-CPU array value is limited to 32 KiB.
+/// `SKETCH_COLS` must be a power of two (indices are masked, and the mean is
+/// a shift by `SKETCH_COLS_LOG2`).
 pub const SKETCH_ROWS: usize = 2;
 pub const SKETCH_COLS: usize = 2048;
+pub const SKETCH_COLS_LOG2: u32 = 11;
 /// A counter is `epoch << SKETCH_EPOCH_SHIFT | count`: a counter from an older
 /// epoch reads as zero, so the sketch resets itself without a sweep.
 pub const SKETCH_EPOCH_SHIFT: u32 = 24;
@@ -258,10 +261,15 @@ pub const SKETCH_COUNT_MASK: u32 = (1 << SKETCH_EPOCH_SHIFT) - 1;
 /// `ktime >> SKETCH_EPOCH_NS_SHIFT` is the epoch: 2^30 ns, about 1.07 s.
 pub const SKETCH_EPOCH_NS_SHIFT: u32 = 30;
 
-/// The sketch, one per CPU.
+/// The sketch, one per CPU. `total` gives the mean counter load, which the
+/// gate uses to tell a heavy source from the noise of a spoofed flood.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Sketch {
+    /// Epoch `total` belongs to.
+    pub epoch: u32,
+    /// Packets this CPU put into the sketch during `epoch`.
+    pub total: u32,
     pub slots: [u32; SKETCH_ROWS * SKETCH_COLS],
 }
 
@@ -290,6 +298,7 @@ mod tests {
         assert_eq!(size_of::<Config>(), 32);
         assert_eq!(size_of::<StatValue>(), 16);
         assert!(size_of::<Sketch>() <= 32 * 1024);
+        assert_eq!(1 << SKETCH_COLS_LOG2, SKETCH_COLS);
     }
 
     #[test]

@@ -107,10 +107,10 @@ fn mask_v6(addr: [u8; 16], prefix: u32) -> [u8; 16] {
     } else {
         !(u64::MAX >> prefix)
     };
-    let lo_mask = if prefix <= 64 {
-        0
-    } else {
-        !(u64::MAX >> (prefix - 64))
+    let lo_mask = match prefix {
+        0..=64 => 0,
+        128.. => u64::MAX,
+        p => !(u64::MAX >> (p - 64)),
     };
     let mut out = [0u8; 16];
     out[..8].copy_from_slice(&(hi & hi_mask).to_be_bytes());

@@ -7,8 +7,8 @@
 //! counters per packet instead of inserting (and evicting) an LRU entry.
 
 use filter_common::{
-    Config, SourceCounters, SourceKey, SKETCH_COLS, SKETCH_COUNT_MASK, SKETCH_EPOCH_NS_SHIFT,
-    SKETCH_EPOCH_SHIFT,
+    Config, SourceCounters, SourceKey, SKETCH_COLS, SKETCH_COLS_LOG2, SKETCH_COUNT_MASK,
+    SKETCH_EPOCH_NS_SHIFT, SKETCH_EPOCH_SHIFT,
 };
 
 use crate::{
@@ -87,15 +87,26 @@ pub fn count(key: &SourceKey, class: Class, bytes: u64, cfg: &Config, clock: &mu
     let _ = SOURCES.insert(key, &c, 0);
 }
 
-/// Bumps the source in the sketch and says whether its estimate for this
-/// epoch has reached `min`.
+/// Bumps the source in the sketch and says whether it is heavy: its
+/// count-min estimate for this epoch must reach `min` plus twice the mean
+/// counter load. Under a spoofed flood every counter rises together (by a
+/// Poisson amount around the mean); requiring twice the mean keeps random
+/// sources out however large the flood, while a real heavy hitter, which
+/// sends many packets from one address, still stands out.
 #[inline(always)]
 fn heavy(key: &SourceKey, min: u32, now: u64) -> bool {
     let Some(sketch) = SKETCH.get_ptr_mut(0) else {
         return true;
     };
+    // SAFETY: this CPU's slot; only this CPU touches it.
     let sketch = unsafe { &mut *sketch };
     let epoch = ((now >> SKETCH_EPOCH_NS_SHIFT) as u32) & 0xff;
+    if sketch.epoch != epoch {
+        sketch.epoch = epoch;
+        sketch.total = 0;
+    }
+    sketch.total = sketch.total.saturating_add(1);
+    let total = sketch.total;
     let h = hash(key);
     let mask = SKETCH_COLS as u32 - 1;
     // verifier: both indices are masked into their row
@@ -103,7 +114,8 @@ fn heavy(key: &SourceKey, min: u32, now: u64) -> bool {
     let i1 = SKETCH_COLS + ((h >> 32) as u32 & mask) as usize;
     let a = bump(&mut sketch.slots[i0], epoch);
     let b = bump(&mut sketch.slots[i1], epoch);
-    a.min(b) >= min
+    let mean = total >> SKETCH_COLS_LOG2;
+    a.min(b) >= min.saturating_add(mean.saturating_mul(2))
 }
 
 #[inline(always)]
@@ -118,16 +130,18 @@ fn bump(slot: &mut u32, epoch: u32) -> u32 {
     count
 }
 
-/// A multiply-xorshift mix of the key's five words; the two halves of the
-/// result index the two sketch rows.
+/// Hash of the key: its words folded together, then MurmurHash3's 64-bit
+/// finalizer so that every output bit depends on every input bit (the two
+/// 32-bit halves index the two rows and must be independent).
 #[inline(always)]
 fn hash(key: &SourceKey) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let a = &key.addr;
     let w0 = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
     let w1 = u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
-    let mut h = (key.family as u64).wrapping_mul(K);
-    h = (h ^ w0).wrapping_mul(K);
-    h = (h ^ (h >> 29) ^ w1).wrapping_mul(K);
-    h ^ (h >> 32)
+    let mut h = w0 ^ w1.rotate_left(29) ^ ((key.family as u64) << 56);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }

@@ -1,0 +1,219 @@
+//! A builder for the frames the tests feed to the XDP program. It writes
+//! real header layouts (lengths, offsets, flags) so the program parses what
+//! a NIC would hand it; checksums are left zero since XDP never checks them.
+
+use std::net::IpAddr;
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+
+pub const TPID_8021Q: u16 = 0x8100;
+pub const TPID_8021AD: u16 = 0x88a8;
+
+pub const HOPOPTS: u8 = 0;
+pub const ROUTING: u8 = 43;
+pub const FRAGMENT: u8 = 44;
+pub const AH: u8 = 51;
+pub const DSTOPTS: u8 = 60;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Description of one frame. Start from [`Packet::tcp`] and adjust fields.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// TPIDs of VLAN tags, outermost first.
+    pub vlans: Vec<u16>,
+    /// IPv4 option bytes (padded to a multiple of 4).
+    pub ipv4_options: usize,
+    /// Fragment offset in 8-byte units (IPv4 header, or IPv6 fragment header).
+    pub frag_offset: u16,
+    pub more_fragments: bool,
+    /// IPv6 extension headers, in order (HOPOPTS, ROUTING, FRAGMENT, AH, DSTOPTS).
+    pub ipv6_ext: Vec<u8>,
+    /// L4 protocol number.
+    pub proto: u8,
+    pub tcp_flags: u8,
+    /// TCP header length in 32-bit words (5 = no options).
+    pub tcp_doff: u8,
+    pub payload: usize,
+}
+
+impl Packet {
+    pub fn tcp(src: &str, flags: u8) -> Packet {
+        let src: IpAddr = src.parse().expect("test address");
+        let dst: IpAddr = if src.is_ipv4() {
+            "192.0.2.1".parse().unwrap()
+        } else {
+            "2001:db8:ffff::1".parse().unwrap()
+        };
+        Packet {
+            src,
+            dst,
+            vlans: Vec::new(),
+            ipv4_options: 0,
+            frag_offset: 0,
+            more_fragments: false,
+            ipv6_ext: Vec::new(),
+            proto: PROTO_TCP,
+            tcp_flags: flags,
+            tcp_doff: 5,
+            payload: 0,
+        }
+    }
+
+    pub fn with(mut self, f: impl FnOnce(&mut Packet)) -> Packet {
+        f(&mut self);
+        self
+    }
+
+    /// Offset where the L4 header starts in the built frame.
+    pub fn l4_offset(&self) -> usize {
+        let l2 = 14 + 4 * self.vlans.len();
+        match self.src {
+            IpAddr::V4(_) => l2 + 20 + self.ipv4_options,
+            IpAddr::V6(_) => l2 + 40 + self.ipv6_ext.iter().map(|&h| ext_len(h)).sum::<usize>(),
+        }
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut l4 = Vec::new();
+        if self.proto == PROTO_TCP {
+            l4.extend_from_slice(&40000u16.to_be_bytes());
+            l4.extend_from_slice(&80u16.to_be_bytes());
+            l4.extend_from_slice(&1u32.to_be_bytes()); // seq
+            l4.extend_from_slice(&0u32.to_be_bytes()); // ack
+            l4.push(self.tcp_doff << 4);
+            l4.push(self.tcp_flags);
+            l4.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]); // window, csum, urg
+            let opts = (self.tcp_doff as usize * 4).saturating_sub(20);
+            l4.extend(std::iter::repeat_n(1u8, opts)); // NOPs
+        } else {
+            l4.extend_from_slice(&[0x9c, 0x40, 0, 53, 0, 8, 0, 0]); // UDP
+        }
+        l4.extend(std::iter::repeat_n(0xabu8, self.payload));
+
+        let mut f = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02];
+        let ethertype: u16 = if self.src.is_ipv4() { 0x0800 } else { 0x86dd };
+        for (i, tpid) in self.vlans.iter().enumerate() {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&(100 + i as u16).to_be_bytes());
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let ihl = 20 + self.ipv4_options;
+                let tot = (ihl + l4.len()) as u16;
+                f.push(0x40 | (ihl / 4) as u8);
+                f.push(0);
+                f.extend_from_slice(&tot.to_be_bytes());
+                f.extend_from_slice(&0x1234u16.to_be_bytes());
+                let frags = (u16::from(self.more_fragments) << 13) | (self.frag_offset & 0x1fff);
+                f.extend_from_slice(&frags.to_be_bytes());
+                f.push(64);
+                f.push(self.proto);
+                f.extend_from_slice(&[0, 0]);
+                f.extend_from_slice(&s.octets());
+                f.extend_from_slice(&d.octets());
+                // Options: NOPs then End of Options.
+                if self.ipv4_options > 0 {
+                    f.extend(std::iter::repeat_n(1u8, self.ipv4_options - 1));
+                    f.push(0);
+                }
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let ext: usize = self.ipv6_ext.iter().map(|&h| ext_len(h)).sum();
+                f.extend_from_slice(&[0x60, 0, 0, 0]);
+                f.extend_from_slice(&((ext + l4.len()) as u16).to_be_bytes());
+                f.push(*self.ipv6_ext.first().unwrap_or(&self.proto));
+                f.push(64);
+                f.extend_from_slice(&s.octets());
+                f.extend_from_slice(&d.octets());
+                for (i, &h) in self.ipv6_ext.iter().enumerate() {
+                    let next = *self.ipv6_ext.get(i + 1).unwrap_or(&self.proto);
+                    match h {
+                        FRAGMENT => {
+                            f.extend_from_slice(&[next, 0]);
+                            let v = (self.frag_offset << 3) | u16::from(self.more_fragments);
+                            f.extend_from_slice(&v.to_be_bytes());
+                            f.extend_from_slice(&0xdead_beefu32.to_be_bytes());
+                        }
+                        AH => {
+                            // 12 bytes: payload len field 1 → (1 + 2) * 4.
+                            f.extend_from_slice(&[next, 1, 0, 0]);
+                            f.extend_from_slice(&[0; 8]);
+                        }
+                        _ => {
+                            // 8 bytes: hdr ext len 0, one PadN option of 4.
+                            f.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+                        }
+                    }
+                }
+            }
+            _ => panic!("src and dst must be the same family"),
+        }
+        f.extend_from_slice(&l4);
+        f
+    }
+}
+
+fn ext_len(h: u8) -> usize {
+    if h == AH {
+        12
+    } else {
+        8
+    }
+}
+
+/// An ARP request frame (not IP).
+pub fn arp() -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x08, 0x06]);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 192, 0, 2, 2]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[192, 0, 2, 1]);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_frame_layout() {
+        let p = Packet::tcp("198.51.100.7", SYN).with(|p| {
+            p.vlans = vec![TPID_8021AD, TPID_8021Q];
+            p.ipv4_options = 8;
+            p.payload = 3;
+        });
+        let f = p.build();
+        assert_eq!(&f[12..14], &[0x88, 0xa8]);
+        assert_eq!(&f[16..18], &[0x81, 0x00]);
+        assert_eq!(&f[20..22], &[0x08, 0x00]);
+        assert_eq!(f[22], 0x47); // version 4, ihl 7
+        assert_eq!(&f[34..38], &[198, 51, 100, 7]);
+        assert_eq!(p.l4_offset(), 22 + 28);
+        assert_eq!(f[p.l4_offset() + 13], SYN);
+        assert_eq!(f.len(), p.l4_offset() + 20 + 3);
+        let tot = u16::from_be_bytes([f[24], f[25]]) as usize;
+        assert_eq!(tot, 28 + 20 + 3);
+    }
+
+    #[test]
+    fn ipv6_chain_layout() {
+        let p = Packet::tcp("2001:db8::9", ACK).with(|p| p.ipv6_ext = vec![HOPOPTS, AH, FRAGMENT]);
+        let f = p.build();
+        assert_eq!(f[14 + 6], HOPOPTS);
+        assert_eq!(f[54], AH); // hop-by-hop's next header
+        assert_eq!(f[62], FRAGMENT); // AH's next header
+        assert_eq!(f[74], PROTO_TCP); // fragment's next header
+        assert_eq!(p.l4_offset(), 54 + 8 + 12 + 8);
+        assert_eq!(f[p.l4_offset() + 13], ACK);
+    }
+}

@@ -1,0 +1,587 @@
+//! Kernel tier: the real filter object, loaded into this kernel and run
+//! through BPF_PROG_TEST_RUN on crafted frames. Each test asserts the
+//! verdict and what the program wrote to its maps.
+
+use std::{net::IpAddr, time::Duration};
+
+use aya::{
+    programs::{TestRun, TestRunOptions},
+    Ebpf,
+};
+use filter_common::{list_reason, Config, Reason, SourceCounters};
+use filter_ctl::{
+    addr::{parse_net, source_key},
+    clock, loader,
+    maps::{new_entry, ListKind, Maps, ReasonStats},
+};
+use filter_tests::{
+    packet::{self, Packet, ACK, AH, DSTOPTS, FIN, FRAGMENT, HOPOPTS, PSH, ROUTING, RST, SYN},
+    require_root,
+};
+
+const PASS: u32 = 2; // XDP_PASS
+const DROP: u32 = 1; // XDP_DROP
+
+struct Filter {
+    ebpf: Ebpf,
+    maps: Maps,
+    config: Config,
+}
+
+impl Filter {
+    /// A fresh, private instance (no pins) counting every source from its
+    /// first packet.
+    fn new() -> Filter {
+        Self::with_config(Config {
+            track_min_packets: 1,
+            ..Config::default()
+        })
+    }
+
+    fn with_config(config: Config) -> Filter {
+        require_root();
+        let mut ebpf = loader::load(None).expect("loading the filter object");
+        let mut maps = Maps::from_ebpf(&mut ebpf).expect("taking the maps");
+        maps.set_config(&config).expect("writing CONFIG");
+        Filter { ebpf, maps, config }
+    }
+
+    fn run(&mut self, frame: &[u8]) -> u32 {
+        let prog = loader::program(&mut self.ebpf).unwrap();
+        prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("test_run on {} bytes: {e}", frame.len()))
+        .return_value
+    }
+
+    fn counters(&self, src: &str) -> Option<SourceCounters> {
+        let addr: IpAddr = src.parse().unwrap();
+        let key = source_key(addr, self.config.ipv6_prefix_len as u8);
+        self.maps.source(&key).unwrap()
+    }
+
+    fn stat(&self, reason: Reason) -> ReasonStats {
+        self.maps.stats().unwrap()[reason as usize]
+    }
+
+    fn block(&mut self, net: &str, ttl: Option<Duration>) {
+        let entry = new_entry(list_reason::ADMIN, ttl, "test");
+        self.maps
+            .insert(ListKind::Block, parse_net(net).unwrap(), &entry)
+            .unwrap();
+    }
+
+    fn allow(&mut self, net: &str) {
+        let entry = new_entry(list_reason::ADMIN, None, "test");
+        self.maps
+            .insert(ListKind::Allow, parse_net(net).unwrap(), &entry)
+            .unwrap();
+    }
+}
+
+/// (flags, payload, which counter must be 1) for every class.
+fn flag_cases() -> Vec<(u8, usize, &'static str)> {
+    vec![
+        (SYN, 0, "syn"),
+        (SYN | ACK, 0, "syn_ack"),
+        (ACK, 0, "ack"),
+        (RST, 0, "rst"),
+        (RST | ACK, 0, "rst"),
+        (FIN | ACK, 0, "fin"),
+        (FIN, 0, "fin"),
+        (ACK | PSH, 100, "none"),
+        (ACK, 1, "none"),
+        (0, 0, "none"),
+    ]
+}
+
+fn flag_vector(c: &SourceCounters) -> [(&'static str, u64); 5] {
+    [
+        ("syn", c.syn),
+        ("syn_ack", c.syn_ack),
+        ("ack", c.ack),
+        ("rst", c.rst),
+        ("fin", c.fin),
+    ]
+}
+
+fn check_flags_counted_once(source: impl Fn(usize) -> String) {
+    let mut f = Filter::new();
+    for (i, (flags, payload, field)) in flag_cases().into_iter().enumerate() {
+        // One source per case so each starts from zero.
+        let src = source(i + 1);
+        let frame = Packet::tcp(&src, flags)
+            .with(|p| p.payload = payload)
+            .build();
+        assert_eq!(f.run(&frame), PASS);
+        assert_eq!(f.run(&frame), PASS);
+        let c = f
+            .counters(&src)
+            .unwrap_or_else(|| panic!("{src} not tracked"));
+        for (name, value) in flag_vector(&c) {
+            let want = if name == field { 2 } else { 0 };
+            assert_eq!(
+                value, want,
+                "flags {flags:#04x} payload {payload}: counter {name}"
+            );
+        }
+        assert_eq!(c.packets, 2, "{src}");
+        assert_eq!(c.bytes, 2 * frame.len() as u64, "{src}");
+        assert!(c.first_seen_ns > 0 && c.last_seen_ns >= c.first_seen_ns);
+    }
+    let n = flag_cases().len() as u64 * 2;
+    assert_eq!(f.stat(Reason::Passed).packets, n);
+}
+
+#[test]
+fn ipv4_each_flag_counted_exactly_once() {
+    check_flags_counted_once(|i| format!("198.51.100.{i}"));
+}
+
+#[test]
+fn ipv6_each_flag_counted_exactly_once() {
+    // Different /64s so the cases do not share a source.
+    check_flags_counted_once(|i| format!("2001:db8:0:{i}::1"));
+}
+
+#[test]
+fn counters_timestamps_follow_the_monotonic_clock() {
+    let mut f = Filter::new();
+    let before = clock::monotonic_ns();
+    f.run(&Packet::tcp("198.51.100.1", SYN).build());
+    std::thread::sleep(Duration::from_millis(20));
+    f.run(&Packet::tcp("198.51.100.1", ACK).build());
+    let after = clock::monotonic_ns();
+    let c = f.counters("198.51.100.1").unwrap();
+    assert!(before <= c.first_seen_ns && c.last_seen_ns <= after);
+    assert!(c.last_seen_ns - c.first_seen_ns >= 20_000_000, "{c:?}");
+}
+
+#[test]
+fn vlan_and_double_vlan_are_parsed() {
+    let mut f = Filter::new();
+    let cases = [
+        ("198.51.100.10", vec![packet::TPID_8021Q]),
+        (
+            "198.51.100.11",
+            vec![packet::TPID_8021AD, packet::TPID_8021Q],
+        ),
+        (
+            "2001:db8:1::1",
+            vec![packet::TPID_8021Q, packet::TPID_8021Q],
+        ),
+    ];
+    for (src, vlans) in cases {
+        let frame = Packet::tcp(src, SYN)
+            .with(|p| p.vlans = vlans.clone())
+            .build();
+        assert_eq!(f.run(&frame), PASS);
+        assert_eq!(f.counters(src).map(|c| c.syn), Some(1), "{src} {vlans:x?}");
+    }
+    // Three tags is beyond VLAN_MAX_DEPTH: the inner type is a TPID, not IP.
+    let frame = Packet::tcp("198.51.100.12", SYN)
+        .with(|p| p.vlans = vec![packet::TPID_8021AD, packet::TPID_8021Q, packet::TPID_8021Q])
+        .build();
+    assert_eq!(f.run(&frame), PASS);
+    assert_eq!(f.stat(Reason::NonIp).packets, 1);
+    assert!(f.counters("198.51.100.12").is_none());
+}
+
+#[test]
+fn vlan_tagged_blocked_source_is_dropped() {
+    let mut f = Filter::new();
+    f.block("198.51.100.20", None);
+    let frame = Packet::tcp("198.51.100.20", SYN)
+        .with(|p| p.vlans = vec![packet::TPID_8021AD, packet::TPID_8021Q])
+        .build();
+    assert_eq!(f.run(&frame), DROP);
+}
+
+#[test]
+fn ipv4_options_are_skipped() {
+    let mut f = Filter::new();
+    for (i, opts) in [4usize, 12, 40].into_iter().enumerate() {
+        let src = format!("198.51.100.{}", 30 + i);
+        let frame = Packet::tcp(&src, SYN | ACK)
+            .with(|p| p.ipv4_options = opts)
+            .build();
+        assert_eq!(f.run(&frame), PASS);
+        assert_eq!(
+            f.counters(&src).map(|c| c.syn_ack),
+            Some(1),
+            "{opts} option bytes"
+        );
+    }
+}
+
+#[test]
+fn ipv4_fragments_only_the_first_carries_tcp() {
+    let mut f = Filter::new();
+    let first = Packet::tcp("198.51.100.40", SYN)
+        .with(|p| p.more_fragments = true)
+        .build();
+    assert_eq!(f.run(&first), PASS);
+    // A later fragment: its bytes where a TCP header would be must not count.
+    let later = Packet::tcp("198.51.100.40", SYN)
+        .with(|p| {
+            p.frag_offset = 185;
+            p.more_fragments = true;
+        })
+        .build();
+    assert_eq!(f.run(&later), PASS);
+    let c = f.counters("198.51.100.40").unwrap();
+    assert_eq!((c.syn, c.packets), (1, 2));
+    assert_eq!(f.stat(Reason::Fragment).packets, 1);
+    assert_eq!(f.stat(Reason::Passed).packets, 1);
+    // A blocked source's fragments are dropped too.
+    f.block("198.51.100.40", None);
+    assert_eq!(f.run(&later), DROP);
+}
+
+#[test]
+fn ipv6_extension_chains_are_walked() {
+    let mut f = Filter::new();
+    let chains: [&[u8]; 5] = [
+        &[HOPOPTS],
+        &[HOPOPTS, ROUTING, DSTOPTS],
+        &[FRAGMENT],
+        &[HOPOPTS, AH, DSTOPTS],
+        &[HOPOPTS, ROUTING, FRAGMENT, AH, DSTOPTS, DSTOPTS], // exactly the bound
+    ];
+    for (i, chain) in chains.iter().enumerate() {
+        let src = format!("2001:db8:2:{i}::1");
+        let frame = Packet::tcp(&src, RST)
+            .with(|p| p.ipv6_ext = chain.to_vec())
+            .build();
+        assert_eq!(f.run(&frame), PASS);
+        assert_eq!(f.counters(&src).map(|c| c.rst), Some(1), "chain {chain:?}");
+    }
+    // One more than IPV6_EXT_MAX_CHAIN: we do not guess, it is malformed.
+    let long = Packet::tcp("2001:db8:2:9::1", RST)
+        .with(|p| {
+            p.ipv6_ext = vec![
+                HOPOPTS, ROUTING, DSTOPTS, DSTOPTS, DSTOPTS, DSTOPTS, DSTOPTS,
+            ]
+        })
+        .build();
+    assert_eq!(f.run(&long), PASS);
+    assert_eq!(f.stat(Reason::Malformed).packets, 1);
+    assert!(f.counters("2001:db8:2:9::1").is_none());
+    // Non-first IPv6 fragment.
+    let later = Packet::tcp("2001:db8:2:a::1", SYN)
+        .with(|p| {
+            p.ipv6_ext = vec![HOPOPTS, FRAGMENT];
+            p.frag_offset = 100;
+        })
+        .build();
+    assert_eq!(f.run(&later), PASS);
+    assert_eq!(f.stat(Reason::Fragment).packets, 1);
+    let c = f.counters("2001:db8:2:a::1").unwrap();
+    assert_eq!((c.syn, c.packets), (0, 1));
+}
+
+/// Every prefix of `frame` shorter than `complete` (the end of the last
+/// header the program reads) must PASS as malformed, count nothing per
+/// source and never be dropped.
+fn check_truncations(f: &mut Filter, frame: &[u8], complete: usize, src: &str) {
+    let before = f.stat(Reason::Malformed).packets;
+    let mut runs = 0;
+    for len in 14..complete {
+        assert_eq!(f.run(&frame[..len]), PASS, "truncated at {len}");
+        runs += 1;
+        assert_eq!(
+            f.stat(Reason::Malformed).packets,
+            before + runs,
+            "truncated at {len} of {}: not counted as malformed",
+            frame.len()
+        );
+    }
+    assert!(
+        f.counters(src).is_none(),
+        "{src} was counted from a truncated frame"
+    );
+    // The complete headers parse.
+    assert_eq!(f.run(&frame[..complete]), PASS);
+    assert!(f.counters(src).is_some());
+}
+
+#[test]
+fn truncation_at_every_header_boundary_is_malformed() {
+    let mut f = Filter::new();
+    let p = Packet::tcp("198.51.100.50", SYN).with(|p| {
+        p.vlans = vec![packet::TPID_8021AD, packet::TPID_8021Q];
+        p.ipv4_options = 8;
+    });
+    check_truncations(&mut f, &p.build(), p.l4_offset() + 20, "198.51.100.50");
+
+    let p = Packet::tcp("2001:db8:3::1", SYN).with(|p| {
+        p.vlans = vec![packet::TPID_8021Q];
+        p.ipv6_ext = vec![HOPOPTS, AH, FRAGMENT];
+    });
+    check_truncations(&mut f, &p.build(), p.l4_offset() + 20, "2001:db8:3::1");
+}
+
+#[test]
+fn frames_shorter_than_ethernet_are_refused_or_malformed() {
+    let mut f = Filter::new();
+    let frame = Packet::tcp("198.51.100.51", SYN).build();
+    for len in 1..14 {
+        // The kernel refuses XDP test input shorter than an Ethernet header;
+        // if it ever accepts one, the program must call it malformed.
+        let prog = loader::program(&mut f.ebpf).unwrap();
+        if let Ok(r) = prog.test_run(TestRunOptions {
+            data_in: Some(&frame[..len]),
+            ..TestRunOptions::default()
+        }) {
+            assert_eq!(r.return_value, PASS, "len {len}");
+        }
+    }
+    assert_eq!(f.stat(Reason::Passed).packets, 0);
+}
+
+#[test]
+fn inconsistent_headers_are_malformed() {
+    let mut f = Filter::new();
+    let mut cases = Vec::new();
+    // IPv4 version field says 5.
+    let mut v = Packet::tcp("198.51.100.60", SYN).build();
+    v[14] = 0x55;
+    cases.push(("ipv4 version", v));
+    // IHL below 5.
+    let mut v = Packet::tcp("198.51.100.60", SYN).build();
+    v[14] = 0x44;
+    cases.push(("ihl 4", v));
+    // Total length shorter than the header.
+    let mut v = Packet::tcp("198.51.100.60", SYN).build();
+    v[16..18].copy_from_slice(&10u16.to_be_bytes());
+    cases.push(("tot_len < ihl", v));
+    // IHL claims options beyond the frame.
+    let mut v = Packet::tcp("198.51.100.60", SYN).build();
+    v.truncate(14 + 20 + 20);
+    v[14] = 0x4f;
+    cases.push(("options past the end", v));
+    // TCP data offset below 5.
+    let p = Packet::tcp("198.51.100.60", SYN);
+    let mut v = p.build();
+    v[p.l4_offset() + 12] = 0x40;
+    cases.push(("doff 4", v));
+    // TCP data offset beyond the IP payload.
+    let mut v = p.build();
+    v[p.l4_offset() + 12] = 0xf0;
+    cases.push(("doff past payload", v));
+    // IPv6 version field says 4.
+    let mut v = Packet::tcp("2001:db8:4::1", SYN).build();
+    v[14] = 0x40;
+    cases.push(("ipv6 version", v));
+    for (i, (what, frame)) in cases.iter().enumerate() {
+        assert_eq!(f.run(frame), PASS, "{what}");
+        assert_eq!(f.stat(Reason::Malformed).packets, i as u64 + 1, "{what}");
+    }
+    assert!(f.counters("198.51.100.60").is_none());
+    assert!(f.counters("2001:db8:4::1").is_none());
+}
+
+#[test]
+fn non_ip_and_non_tcp_pass_with_their_reason() {
+    let mut f = Filter::new();
+    assert_eq!(f.run(&packet::arp()), PASS);
+    let udp = Packet::tcp("198.51.100.70", 0)
+        .with(|p| p.proto = packet::PROTO_UDP)
+        .build();
+    assert_eq!(f.run(&udp), PASS);
+    assert_eq!(f.stat(Reason::NonIp).packets, 1);
+    assert_eq!(f.stat(Reason::NonTcp).packets, 1);
+    assert_eq!(f.stat(Reason::NonTcp).bytes, udp.len() as u64);
+    let c = f.counters("198.51.100.70").unwrap();
+    assert_eq!(
+        (c.packets, c.syn + c.ack + c.rst + c.fin + c.syn_ack),
+        (1, 0)
+    );
+}
+
+#[test]
+fn exact_cidr_and_ipv6_prefix_blocks_drop() {
+    let mut f = Filter::new();
+    f.block("203.0.113.7", None);
+    f.block("198.51.100.0/24", None);
+    f.block("2001:db8:bad::/64", None);
+    f.block("2001:db8:5::66", None);
+    let cases = [
+        ("203.0.113.7", DROP, Reason::BlockedExact),
+        ("203.0.113.8", PASS, Reason::Passed),
+        ("198.51.100.200", DROP, Reason::BlockedCidr),
+        ("198.51.101.1", PASS, Reason::Passed),
+        ("2001:db8:bad::1234", DROP, Reason::BlockedCidr),
+        ("2001:db8:bad:1::1", PASS, Reason::Passed),
+        ("2001:db8:5::66", DROP, Reason::BlockedExact),
+        ("2001:db8:5::67", PASS, Reason::Passed),
+    ];
+    for (src, want, reason) in cases {
+        let before = f.stat(reason).packets;
+        let frame = Packet::tcp(src, SYN).build();
+        assert_eq!(f.run(&frame), want, "{src}");
+        assert_eq!(f.stat(reason).packets, before + 1, "{src}: {reason:?} slot");
+        if want == DROP {
+            assert!(
+                f.counters(src).is_none(),
+                "a dropped source must not be counted"
+            );
+        }
+    }
+}
+
+#[test]
+fn allowlist_beats_blocklist() {
+    let mut f = Filter::new();
+    f.block("198.51.100.0/24", None);
+    f.block("198.51.100.9", None);
+    f.allow("198.51.100.9");
+    f.block("2001:db8:6::/48", None);
+    f.allow("2001:db8:6:1::/64");
+    let frame = Packet::tcp("198.51.100.9", SYN).build();
+    assert_eq!(f.run(&frame), PASS);
+    assert_eq!(f.run(&Packet::tcp("198.51.100.10", SYN).build()), DROP);
+    assert_eq!(f.run(&Packet::tcp("2001:db8:6:1::5", SYN).build()), PASS);
+    assert_eq!(f.run(&Packet::tcp("2001:db8:6:2::5", SYN).build()), DROP);
+    assert_eq!(f.stat(Reason::Allowlisted).packets, 2);
+    assert_eq!(
+        f.stat(Reason::Allowlisted).bytes,
+        2 * frame.len() as u64 + 20
+    );
+}
+
+#[test]
+fn expired_blocks_do_not_drop() {
+    let mut f = Filter::new();
+    // Already expired: inserted with an expiry in the past.
+    let mut stale = new_entry(list_reason::ADMIN, None, "stale");
+    stale.expires_ns = clock::monotonic_ns() - 1;
+    f.maps
+        .insert(ListKind::Block, parse_net("203.0.113.1").unwrap(), &stale)
+        .unwrap();
+    f.maps
+        .insert(
+            ListKind::Block,
+            parse_net("203.0.114.0/24").unwrap(),
+            &stale,
+        )
+        .unwrap();
+    assert_eq!(f.run(&Packet::tcp("203.0.113.1", SYN).build()), PASS);
+    assert_eq!(f.run(&Packet::tcp("203.0.114.1", SYN).build()), PASS);
+    // Expires while we watch, with nobody in userspace touching it.
+    f.block("203.0.113.2", Some(Duration::from_millis(300)));
+    f.block("2001:db8:7::/64", Some(Duration::from_millis(300)));
+    assert_eq!(f.run(&Packet::tcp("203.0.113.2", SYN).build()), DROP);
+    assert_eq!(f.run(&Packet::tcp("2001:db8:7::1", SYN).build()), DROP);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(f.run(&Packet::tcp("203.0.113.2", SYN).build()), PASS);
+    assert_eq!(f.run(&Packet::tcp("2001:db8:7::1", SYN).build()), PASS);
+    // The entries are still listed, marked expired.
+    let listed = f.maps.entries(ListKind::Block).unwrap();
+    assert_eq!(listed.len(), 4);
+    assert!(listed.iter().all(|e| e.expired), "{listed:?}");
+}
+
+#[test]
+fn stats_count_packets_and_bytes_per_reason() {
+    let mut f = Filter::new();
+    f.block("203.0.113.0/24", None);
+    f.allow("192.0.2.0/24");
+    let frames = [
+        (Packet::tcp("198.51.100.1", SYN).build(), Reason::Passed),
+        (
+            Packet::tcp("198.51.100.1", ACK)
+                .with(|p| p.payload = 500)
+                .build(),
+            Reason::Passed,
+        ),
+        (Packet::tcp("203.0.113.5", SYN).build(), Reason::BlockedCidr),
+        (Packet::tcp("192.0.2.5", SYN).build(), Reason::Allowlisted),
+        (packet::arp(), Reason::NonIp),
+        (
+            Packet::tcp("198.51.100.1", SYN).build()[..30].to_vec(),
+            Reason::Malformed,
+        ),
+    ];
+    let mut want = [(0u64, 0u64); Reason::COUNT];
+    for (frame, reason) in &frames {
+        f.run(frame);
+        want[*reason as usize].0 += 1;
+        want[*reason as usize].1 += frame.len() as u64;
+    }
+    let stats = f.maps.stats().unwrap();
+    for r in Reason::ALL {
+        let s = stats[r as usize];
+        assert_eq!((s.packets, s.bytes), want[r as usize], "{}", r.name());
+    }
+}
+
+#[test]
+fn ipv6_source_prefix_is_configurable() {
+    let mut f = Filter::new();
+    f.run(&Packet::tcp("2001:db8:8:1::1", SYN).build());
+    f.run(&Packet::tcp("2001:db8:8:1:ffff::2", SYN).build());
+    assert_eq!(
+        f.counters("2001:db8:8:1::").unwrap().syn,
+        2,
+        "one /64, one source"
+    );
+
+    let mut f = Filter::with_config(Config {
+        ipv6_prefix_len: 128,
+        track_min_packets: 1,
+        ..Config::default()
+    });
+    f.run(&Packet::tcp("2001:db8:8:1::1", SYN).build());
+    f.run(&Packet::tcp("2001:db8:8:1:ffff::2", SYN).build());
+    assert_eq!(f.counters("2001:db8:8:1::1").unwrap().syn, 1);
+    assert_eq!(f.counters("2001:db8:8:1:ffff::2").unwrap().syn, 1);
+    assert_eq!(f.maps.sources().unwrap().len(), 2);
+}
+
+#[test]
+fn sketch_gates_tracking_of_new_sources() {
+    let mut f = Filter::with_config(Config {
+        track_min_packets: 3,
+        ..Config::default()
+    });
+    let frame = Packet::tcp("198.51.100.80", SYN).build();
+    f.run(&frame);
+    f.run(&frame);
+    assert!(
+        f.counters("198.51.100.80").is_none(),
+        "tracked before the gate"
+    );
+    f.run(&frame);
+    let c = f
+        .counters("198.51.100.80")
+        .expect("tracked once the gate is reached");
+    // The entry starts with the packet that crossed the gate.
+    assert_eq!((c.syn, c.packets), (1, 1));
+    f.run(&frame);
+    assert_eq!(f.counters("198.51.100.80").unwrap().syn, 2);
+
+    // A spoofed flood: 5000 sources, one packet each, more than the sketch
+    // has counters. Almost none may reach the LRU (a count-min sketch can
+    // only overestimate, so a few collisions are allowed).
+    let flood = 5000u32;
+    for i in 0..flood {
+        let src = std::net::Ipv4Addr::from(0x0a00_0000 + i * 7919).to_string();
+        f.run(&Packet::tcp(&src, SYN).build());
+    }
+    let tracked = f.maps.sources().unwrap().len() - 1;
+    assert!(
+        tracked <= flood as usize / 100,
+        "{tracked} of {flood} spoofed sources tracked"
+    );
+    assert_eq!(f.stat(Reason::Passed).packets, 4 + flood as u64);
+    // ...while the same flood without the gate inserts every source.
+    let mut ungated = Filter::new();
+    for i in 0..flood {
+        let src = std::net::Ipv4Addr::from(0x0a00_0000 + i * 7919).to_string();
+        ungated.run(&Packet::tcp(&src, SYN).build());
+    }
+    assert_eq!(ungated.maps.sources().unwrap().len(), flood as usize);
+}
