@@ -31,28 +31,28 @@ pub enum Error {
     #[error("'{0}' is not an IP address or CIDR (examples: 203.0.113.7, 198.51.100.0/24, 2001:db8::/48)")]
     BadAddress(String),
     /// The kernel refused to attach in the requested mode.
-    #[error("attaching to {iface} in {mode} mode failed: {source}{hint}")]
+    #[error("attaching to {iface} in {mode} mode failed: {error}{hint}")]
     Attach {
         iface: String,
         mode: String,
         hint: &'static str,
-        source: aya::programs::ProgramError,
+        error: Box<aya::programs::ProgramError>,
     },
     /// The verifier or the kernel refused the program.
     #[error("loading the XDP program failed: {0}")]
     Load(String),
     /// A map operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Map {
         what: String,
-        source: aya::maps::MapError,
+        error: Box<aya::maps::MapError>,
     },
     /// Any other I/O failure, with the path involved.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}: {error}")]
     Io {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -61,13 +61,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Hint appended to an error whose cause is a permission failure.
 pub const PRIVILEGE_HINT: &str = "filter-ctl needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)";
 
-/// Whether anything in the chain is EPERM/EACCES.
+/// Whether the failure comes from missing privileges (EPERM/EACCES). The
+/// causes are not all `std::io::Error`s we can reach (aya wraps them), so
+/// the rendered text is checked too.
 pub fn is_permission_error(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
+        let text = cause.to_string();
         cause
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)))
-            || cause.to_string().contains("Operation not permitted")
-            || cause.to_string().contains("Permission denied")
+            || text.contains("Operation not permitted")
+            || text.contains("Permission denied")
     })
 }

@@ -26,6 +26,7 @@ use crate::{
 
 /// Default pin directory.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/filter";
+const SYS_FS_BPF: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const LINK_PREFIX: &str = "link_";
 
@@ -84,13 +85,47 @@ pub fn check_bpffs(dir: &Path) -> Result<()> {
         return Err(Error::Io {
             what: "statfs",
             path: probe.to_owned(),
-            source: std::io::Error::last_os_error(),
+            error: std::io::Error::last_os_error(),
         });
     }
     if st.f_type as i64 != BPF_FS_MAGIC {
         return Err(Error::NotBpffs(dir.to_owned()));
     }
     Ok(())
+}
+
+/// Like [`check_bpffs`], but if `dir` lies under `/sys/fs/bpf` and nothing
+/// is mounted there yet (a host without systemd's mount, a fresh
+/// namespace), mounts a bpf filesystem there first, as bpftool and libxdp
+/// do. Returns whether it mounted one.
+pub fn ensure_bpffs(dir: &Path) -> Result<bool> {
+    let root = Path::new(SYS_FS_BPF);
+    if check_bpffs(dir).is_ok() {
+        return Ok(false);
+    }
+    if !dir.starts_with(root) || !root.is_dir() || check_bpffs(root).is_ok() {
+        return check_bpffs(dir).map(|()| false);
+    }
+    let c = |s: &str| CString::new(s).expect("no NUL");
+    let (src, target, fstype, opts) = (c("bpf"), c(SYS_FS_BPF), c("bpf"), c("mode=0700"));
+    // SAFETY: valid C strings; mount(2) has no other preconditions.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            opts.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Io {
+            what: "mounting a bpf filesystem on",
+            path: root.to_owned(),
+            error: std::io::Error::last_os_error(),
+        });
+    }
+    check_bpffs(dir).map(|()| true)
 }
 
 /// Loads (verifies) the filter program. With `pin_dir`, every map is reused
@@ -156,15 +191,17 @@ pub enum Attached {
 /// a pinned link is left as it is.
 pub fn attach(iface: &str, mode: AttachMode, pin_dir: &Path, config: &Config) -> Result<Attached> {
     let ifindex = if_index(iface)?;
-    check_bpffs(pin_dir)?;
+    if ensure_bpffs(pin_dir)? {
+        log::warn!("mounted a bpf filesystem on {SYS_FS_BPF}");
+    }
     let link_path = link_pin(pin_dir, iface);
     if link_path.exists() {
         return Ok(Attached::Already);
     }
-    std::fs::create_dir_all(pin_dir).map_err(|source| Error::Io {
+    std::fs::create_dir_all(pin_dir).map_err(|error| Error::Io {
         what: "creating pin directory",
         path: pin_dir.to_owned(),
-        source,
+        error,
     })?;
     let mut ebpf = load(Some(pin_dir))?;
     Maps::from_ebpf(&mut ebpf)?.set_config(config)?;
@@ -179,7 +216,7 @@ pub fn attach(iface: &str, mode: AttachMode, pin_dir: &Path, config: &Config) ->
             } else {
                 ""
             },
-            source,
+            error: Box::new(source),
         })?;
     let link = prog
         .take_link(link_id)
@@ -192,7 +229,7 @@ pub fn attach(iface: &str, mode: AttachMode, pin_dir: &Path, config: &Config) ->
     fd_link.pin(&link_path).map_err(|e| Error::Io {
         what: "pinning link at",
         path: link_path.clone(),
-        source: std::io::Error::other(e.to_string()),
+        error: std::io::Error::other(e.to_string()),
     })?;
     Ok(Attached::New)
 }
@@ -229,13 +266,13 @@ pub fn detach(iface: &str, pin_dir: &Path, purge: bool) -> Result<()> {
     let link = PinnedLink::from_pin(&link_path).map_err(|e| Error::Io {
         what: "opening pinned link",
         path: link_path.clone(),
-        source: std::io::Error::other(e.to_string()),
+        error: std::io::Error::other(e.to_string()),
     })?;
     // Dropping the last reference to the link detaches the program.
-    drop(link.unpin().map_err(|source| Error::Io {
+    drop(link.unpin().map_err(|error| Error::Io {
         what: "removing pinned link",
         path: link_path.clone(),
-        source,
+        error,
     })?);
     if purge && attached_interfaces(pin_dir).is_empty() {
         purge_maps(pin_dir)?;
@@ -254,7 +291,7 @@ pub fn purge_maps(pin_dir: &Path) -> Result<()> {
                 return Err(Error::Io {
                     what: "removing pinned map",
                     path,
-                    source,
+                    error: source,
                 })
             }
         }

@@ -2,6 +2,10 @@ use clap::Parser as _;
 use filter_ctl::{cli::Cli, error};
 
 fn main() -> std::process::ExitCode {
+    // Die quietly on a closed pipe (`filter-ctl list | head`) like other
+    // command-line tools, instead of panicking in println!.
+    // SAFETY: setting a signal disposition to its default is always sound.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     match cli.execute() {

@@ -68,7 +68,10 @@ pub struct Maps {
 
 fn map_err(what: impl Into<String>) -> impl FnOnce(aya::maps::MapError) -> Error {
     let what = what.into();
-    move |source| Error::Map { what, source }
+    move |error| Error::Map {
+        what,
+        error: Box::new(error),
+    }
 }
 
 impl Maps {
@@ -84,8 +87,19 @@ impl Maps {
     /// Reopens the maps pinned under `dir`.
     pub fn from_pins(dir: &Path) -> Result<Self> {
         crate::loader::check_bpffs(dir)?;
-        if !dir.join(names::CONFIG).exists() {
-            return Err(Error::NotAttached(dir.to_owned()));
+        let probe = dir.join(names::CONFIG);
+        match std::fs::symlink_metadata(&probe) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotAttached(dir.to_owned()))
+            }
+            Err(error) => {
+                return Err(Error::Io {
+                    what: "reading",
+                    path: probe,
+                    error,
+                })
+            }
         }
         Self::build(|name| {
             let path = dir.join(name);
@@ -233,7 +247,7 @@ impl Maps {
                 }
             }
         }
-        out.sort_by(|a, b| a.net.cmp(&b.net));
+        out.sort_by_key(|e| e.net);
         Ok(out)
     }
 

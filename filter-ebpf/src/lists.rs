@@ -28,7 +28,7 @@ pub fn check<const N: usize>(
     }
     // SAFETY: the value is only read; a concurrent update by userspace can at
     // worst make this packet see the old or the new entry.
-    if let Some(e) = unsafe { exact.get(&addr) } {
+    if let Some(e) = unsafe { exact.get(addr) } {
         if live(e, clock) {
             return Some(Reason::BlockedExact);
         }

@@ -84,7 +84,7 @@ pub fn count(key: &SourceKey, class: Class, bytes: u64, cfg: &Config, clock: &mu
     let mut c = SourceCounters::default();
     apply(&mut c, class, bytes, now);
     // Fails only on memory pressure; the next packet tries again.
-    let _ = SOURCES.insert(key, &c, 0);
+    let _ = SOURCES.insert(key, c, 0);
 }
 
 /// Bumps the source in the sketch and says whether it is heavy: its

@@ -106,10 +106,11 @@ fn nightly(root: &Path) -> Result<()> {
         "--toolchain",
         &toolchain,
     ]));
-    if installed.lines().any(|l| l.starts_with("rust-src")) {
+    let has = |c: &str| installed.lines().any(|l| l.starts_with(c));
+    if has("rust-src") && has("clippy") {
         return Ok(());
     }
-    eprintln!("setup: installing toolchain {toolchain} with rust-src");
+    eprintln!("setup: installing toolchain {toolchain} with rust-src and clippy");
     let status = Command::new("rustup")
         .args(["toolchain", "install", &toolchain, "--profile", "minimal"])
         .args([

@@ -31,7 +31,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Directory on a bpf filesystem holding the pinned maps and links.
-    #[arg(long, global = true, env = "FILTER_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
+    #[arg(
+        long,
+        global = true,
+        env = "FILTER_PIN_DIR",
+        hide_env_values = true,
+        default_value = DEFAULT_PIN_DIR
+    )]
     pub pin_dir: PathBuf,
 }
 
