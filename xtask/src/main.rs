@@ -53,7 +53,8 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             setup::ensure(&root)?;
             let mut cmd = cargo(&root);
-            cmd.args(["test", "--workspace", "--exclude", "filter-ebpf"]).args(&args);
+            cmd.args(["test", "--workspace", "--exclude", "filter-ebpf"])
+                .args(&args);
             // Namespaces and mounts are cheap but the netns tests time real
             // handshakes: one at a time keeps them deterministic.
             cmd.args(["--", "--test-threads=1"]);
