@@ -15,6 +15,8 @@ pub mod map_names {
     pub const SOURCES: &str = "SOURCES";
     /// `PerCpuArray<Sketch>`, one slot: count-min sketch gating `SOURCES`.
     pub const SKETCH: &str = "SKETCH";
+    /// `PerCpuArray<SourceCounters>`, one slot: staging for new entries.
+    pub const SCRATCH: &str = "SCRATCH";
     /// `LpmTrie<[u8; 4], ListEntry>`: IPv4 allowlist.
     pub const ALLOW_V4: &str = "ALLOW_V4";
     /// `LpmTrie<[u8; 16], ListEntry>`: IPv6 allowlist.
@@ -29,11 +31,12 @@ pub mod map_names {
     pub const BLOCK_NET_V6: &str = "BLOCK_NET_V6";
 
     /// Every map the program owns, in a stable order (pinning, inspection).
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         CONFIG,
         STATS,
         SOURCES,
         SKETCH,
+        SCRATCH,
         ALLOW_V4,
         ALLOW_V6,
         BLOCK_V4,
@@ -82,11 +85,13 @@ pub enum Reason {
     NonTcp = 6,
     /// IP fragment that carries no TCP header (offset > 0): passed.
     Fragment = 7,
+    /// Over the source's in-kernel token bucket for its flag class: dropped.
+    RateLimited = 8,
 }
 
 impl Reason {
     /// Number of reasons in use.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     /// Every reason, in slot order.
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Passed,
@@ -97,6 +102,7 @@ impl Reason {
         Reason::NonIp,
         Reason::NonTcp,
         Reason::Fragment,
+        Reason::RateLimited,
     ];
 
     /// Stable name used in CLI output, JSON and metrics.
@@ -110,12 +116,16 @@ impl Reason {
             Reason::NonIp => "non_ip",
             Reason::NonTcp => "non_tcp",
             Reason::Fragment => "fragment",
+            Reason::RateLimited => "rate_limited",
         }
     }
 
     /// Whether packets with this reason are dropped.
     pub const fn drops(self) -> bool {
-        matches!(self, Reason::BlockedExact | Reason::BlockedCidr)
+        matches!(
+            self,
+            Reason::BlockedExact | Reason::BlockedCidr | Reason::RateLimited
+        )
     }
 }
 
@@ -141,8 +151,43 @@ pub struct SourceKey {
     pub addr: [u8; 16],
 }
 
+/// TCP flag classes, in the order of [`SourceCounters`]' counters and of
+/// [`Config::limits`]. A packet belongs to at most one class.
+pub mod flag {
+    pub const SYN: usize = 0;
+    pub const SYN_ACK: usize = 1;
+    pub const ACK: usize = 2;
+    pub const RST: usize = 3;
+    pub const FIN: usize = 4;
+    pub const COUNT: usize = 5;
+    /// Names, indexed by class.
+    pub const NAMES: [&str; COUNT] = ["syn", "syn_ack", "ack", "rst", "fin"];
+}
+
+/// A token bucket's state: milli-tokens and when it was last refilled.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    pub tokens_milli: u64,
+    pub last_ns: u64,
+}
+
+/// An in-kernel rate limit for one flag class: `rate` packets per second
+/// with bursts of `burst` packets. `rate` 0 disables it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    pub rate: u32,
+    pub burst: u32,
+}
+
+/// Highest rate the kernel accepts (keeps the refill arithmetic in u64).
+pub const MAX_RATE_PPS: u32 = 10_000_000;
+
 /// Per-source counters, one copy per CPU (summed in userspace). Timestamps
-/// are `bpf_ktime_get_ns` (CLOCK_MONOTONIC) nanoseconds.
+/// are `bpf_ktime_get_ns` (CLOCK_MONOTONIC) nanoseconds. Flag counters count
+/// what the source sent (offered load), including packets the rate limit
+/// then dropped, so the controller sees the real rate.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceCounters {
@@ -164,6 +209,10 @@ pub struct SourceCounters {
     pub first_seen_ns: u64,
     /// When this CPU last counted the source.
     pub last_seen_ns: u64,
+    /// Packets this CPU dropped for the source's rate limits.
+    pub limited: u64,
+    /// This CPU's token buckets, one per flag class (see [`flag`]).
+    pub buckets: [Bucket; flag::COUNT],
 }
 
 /// An allowlist or blocklist entry.
@@ -229,6 +278,9 @@ pub struct Config {
     /// before it gets an exact `SOURCES` entry. 0 or 1: track every source at
     /// once (exact counts, but a spoofed flood then churns the LRU).
     pub track_min_packets: u32,
+    /// Per-source rate limits by flag class (see [`flag`]); enforced per CPU
+    /// on tracked sources.
+    pub limits: [RateLimit; flag::COUNT],
     pub _reserved: [u32; 6],
 }
 
@@ -242,6 +294,7 @@ impl Default for Config {
         Config {
             ipv6_prefix_len: DEFAULT_IPV6_PREFIX,
             track_min_packets: DEFAULT_TRACK_MIN_PACKETS,
+            limits: [RateLimit::default(); flag::COUNT],
             _reserved: [0; 6],
         }
     }
@@ -283,6 +336,8 @@ mod pod {
     unsafe impl aya::Pod for ListEntry {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Sketch {}
+    unsafe impl aya::Pod for Bucket {}
+    unsafe impl aya::Pod for RateLimit {}
 }
 
 #[cfg(test)]
@@ -293,9 +348,9 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<SourceKey>(), 20);
-        assert_eq!(size_of::<SourceCounters>(), 9 * 8);
+        assert_eq!(size_of::<SourceCounters>(), 10 * 8 + flag::COUNT * 16);
         assert_eq!(size_of::<ListEntry>(), 8 + 8 + 4 + 4 + LIST_NOTE_LEN);
-        assert_eq!(size_of::<Config>(), 32);
+        assert_eq!(size_of::<Config>(), 8 + flag::COUNT * 8 + 24);
         assert_eq!(size_of::<StatValue>(), 16);
         assert!(size_of::<Sketch>() <= 32 * 1024);
         assert_eq!(1 << SKETCH_COLS_LOG2, SKETCH_COLS);

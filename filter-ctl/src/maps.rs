@@ -300,6 +300,7 @@ pub fn sum_counters<'a>(per_cpu: impl Iterator<Item = &'a SourceCounters>) -> So
         acc.fin += c.fin;
         acc.packets += c.packets;
         acc.bytes += c.bytes;
+        acc.limited += c.limited;
         if c.first_seen_ns != 0 && (acc.first_seen_ns == 0 || c.first_seen_ns < acc.first_seen_ns) {
             acc.first_seen_ns = c.first_seen_ns;
         }

@@ -1,6 +1,7 @@
 //! The XDP filter. Decision order (DESIGN.md, data path contracts):
 //! malformed → PASS; not IP → PASS; allowlist → PASS; exact block → DROP;
-//! CIDR block → DROP; otherwise count per source and PASS. Every verdict
+//! CIDR block → DROP; otherwise count per source, then DROP if the source is
+//! over its rate limit for the packet's flag class, else PASS. Every verdict
 //! leaves through `stats::record`.
 #![no_std]
 #![no_main]
@@ -13,7 +14,9 @@ mod stats;
 mod track;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
-use filter_common::{Config, Reason, SourceKey, DEFAULT_IPV6_PREFIX, FAMILY_V4, FAMILY_V6};
+use filter_common::{
+    flag, Config, RateLimit, Reason, SourceKey, DEFAULT_IPV6_PREFIX, FAMILY_V4, FAMILY_V6,
+};
 
 use crate::{
     clock::Clock,
@@ -73,13 +76,16 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
         L4::Fragment => (Class::None, Reason::Fragment),
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    track::count(&key, class, bytes, config(), &mut clock);
+    if track::count(&key, class, bytes, config(), &mut clock) {
+        return Ok(Reason::RateLimited);
+    }
     Ok(reason)
 }
 
 static DEFAULT_CONFIG: Config = Config {
     ipv6_prefix_len: DEFAULT_IPV6_PREFIX,
     track_min_packets: filter_common::DEFAULT_TRACK_MIN_PACKETS,
+    limits: [RateLimit { rate: 0, burst: 0 }; flag::COUNT],
     _reserved: [0; 6],
 };
 

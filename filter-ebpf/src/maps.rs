@@ -22,6 +22,11 @@ pub static STATS: PerCpuArray<StatValue> = PerCpuArray::with_max_entries(STATS_S
 pub static SOURCES: LruPerCpuHashMap<SourceKey, SourceCounters> =
     LruPerCpuHashMap::with_max_entries(capacity::SOURCES, 0);
 
+/// Written and read only here: where a new `SOURCES` value is built before
+/// its insert (it is too large for the 512-byte BPF stack).
+#[map]
+pub static SCRATCH: PerCpuArray<SourceCounters> = PerCpuArray::with_max_entries(1, 0);
+
 /// Written and read only here: the count-min sketch that gates `SOURCES`.
 #[map]
 pub static SKETCH: PerCpuArray<Sketch> = PerCpuArray::with_max_entries(1, 0);

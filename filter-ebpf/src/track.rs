@@ -7,13 +7,13 @@
 //! counters per packet instead of inserting (and evicting) an LRU entry.
 
 use filter_common::{
-    Config, SourceCounters, SourceKey, SKETCH_COLS, SKETCH_COLS_LOG2, SKETCH_COUNT_MASK,
-    SKETCH_EPOCH_NS_SHIFT, SKETCH_EPOCH_SHIFT,
+    flag, Bucket, Config, RateLimit, SourceCounters, SourceKey, SKETCH_COLS, SKETCH_COLS_LOG2,
+    SKETCH_COUNT_MASK, SKETCH_EPOCH_NS_SHIFT, SKETCH_EPOCH_SHIFT,
 };
 
 use crate::{
     clock::Clock,
-    maps::{SKETCH, SOURCES},
+    maps::{SCRATCH, SKETCH, SOURCES},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -29,6 +29,19 @@ pub enum Class {
 }
 
 impl Class {
+    /// Index into the per-class counters, buckets and limits.
+    #[inline(always)]
+    fn index(self) -> Option<usize> {
+        match self {
+            Class::Syn => Some(flag::SYN),
+            Class::SynAck => Some(flag::SYN_ACK),
+            Class::Ack => Some(flag::ACK),
+            Class::Rst => Some(flag::RST),
+            Class::Fin => Some(flag::FIN),
+            Class::None => None,
+        }
+    }
+
     /// RST wins over everything, then SYN (SYN-ACK if ACK is set), then FIN;
     /// a pure ACK is ACK alone with no payload.
     #[inline(always)]
@@ -69,22 +82,84 @@ fn apply(c: &mut SourceCounters, class: Class, bytes: u64, now: u64) {
     c.last_seen_ns = now;
 }
 
+/// Counts the packet for its source; returns true when the source is over
+/// its rate limit for this packet's class and the packet must be dropped.
+/// Only tracked sources have buckets: an untracked one is never limited.
 #[inline(always)]
-pub fn count(key: &SourceKey, class: Class, bytes: u64, cfg: &Config, clock: &mut Clock) {
+pub fn count(key: &SourceKey, class: Class, bytes: u64, cfg: &Config, clock: &mut Clock) -> bool {
     let now = clock.now();
     if let Some(c) = SOURCES.get_ptr_mut(key) {
         // SAFETY: per-CPU value of a preallocated LRU map, only this CPU
         // writes it while this program runs.
-        apply(unsafe { &mut *c }, class, bytes, now);
-        return;
+        let c = unsafe { &mut *c };
+        apply(c, class, bytes, now);
+        return limited(c, class, cfg, now);
     }
     if cfg.track_min_packets > 1 && !heavy(key, cfg.track_min_packets, now) {
-        return;
+        return false;
     }
-    let mut c = SourceCounters::default();
-    apply(&mut c, class, bytes, now);
+    let Some(c) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch slot, used only here and only until the
+    // insert below copies it.
+    let c = unsafe { &mut *c };
+    *c = SourceCounters::default();
+    apply(c, class, bytes, now);
+    let over = limited(c, class, cfg, now);
+    // By reference: a by-value insert would copy the value onto the stack.
+    let value: &SourceCounters = c;
     // Fails only on memory pressure; the next packet tries again.
-    let _ = SOURCES.insert(key, c, 0);
+    let _ = SOURCES.insert(key, value, 0);
+    over
+}
+
+/// Takes a token from the source's bucket for `class`; true if there was
+/// none (and counts the drop).
+#[inline(always)]
+fn limited(c: &mut SourceCounters, class: Class, cfg: &Config, now: u64) -> bool {
+    let Some(i) = class.index() else {
+        return false;
+    };
+    // verifier: both look-ups are bounds-checked (i < flag::COUNT anyway)
+    let (Some(limit), Some(bucket)) = (cfg.limits.get(i), c.buckets.get_mut(i)) else {
+        return false;
+    };
+    if take(bucket, limit, now) {
+        return false;
+    }
+    c.limited += 1;
+    true
+}
+
+/// Most refill time credited at once: bounds the arithmetic, and a bucket
+/// idle that long is full anyway for any burst/rate under 10 s.
+const MAX_REFILL_US: u64 = 10_000_000;
+
+/// Token bucket in milli-tokens: refills at `rate`/s up to `burst`, and a
+/// packet costs 1000. A bucket never used starts full.
+#[inline(always)]
+fn take(b: &mut Bucket, limit: &RateLimit, now: u64) -> bool {
+    if limit.rate == 0 {
+        return true;
+    }
+    let cap = (limit.burst.max(1) as u64) * 1000;
+    let tokens = if b.last_ns == 0 {
+        cap
+    } else {
+        let elapsed_us = (now.saturating_sub(b.last_ns) / 1000).min(MAX_REFILL_US);
+        // rate <= MAX_RATE_PPS (checked by userspace): at most 1e7 * 1e7.
+        let rate = (limit.rate as u64).min(filter_common::MAX_RATE_PPS as u64);
+        (b.tokens_milli + elapsed_us * rate / 1000).min(cap)
+    };
+    b.last_ns = now;
+    if tokens >= 1000 {
+        b.tokens_milli = tokens - 1000;
+        true
+    } else {
+        b.tokens_milli = tokens;
+        false
+    }
 }
 
 /// Bumps the source in the sketch and says whether it is heavy: its

@@ -15,3 +15,20 @@ pub fn require_root() {
         "these tests load BPF programs and create namespaces: run them as root (cargo xtask test does)"
     );
 }
+
+/// Pins the calling thread to one CPU (BPF_PROG_TEST_RUN runs the program
+/// on the caller's CPU, and per-CPU state then stays on one copy).
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -585,3 +585,39 @@ fn sketch_gates_tracking_of_new_sources() {
     }
     assert_eq!(ungated.maps.sources().unwrap().len(), flood as usize);
 }
+
+#[test]
+fn rate_limit_cuts_a_flood_within_packets() {
+    // Buckets are per CPU: keep every run on one CPU so they share one.
+    filter_tests::pin_to_cpu(0);
+    let mut limits = [filter_common::RateLimit::default(); filter_common::flag::COUNT];
+    limits[filter_common::flag::SYN] = filter_common::RateLimit { rate: 10, burst: 5 };
+    let mut f = Filter::with_config(Config {
+        track_min_packets: 1,
+        limits,
+        ..Config::default()
+    });
+    let syn = Packet::tcp("198.51.100.90", SYN).build();
+    let verdicts: Vec<u32> = (0..20).map(|_| f.run(&syn)).collect();
+    // The burst passes, the rest of a back-to-back flood is dropped.
+    assert_eq!(&verdicts[..5], &[PASS; 5]);
+    assert_eq!(&verdicts[5..], &[DROP; 15]);
+    // Other classes have no limit here.
+    assert_eq!(f.run(&Packet::tcp("198.51.100.90", ACK).build()), PASS);
+    // Counters show the offered load, and how much was cut.
+    let c = f.counters("198.51.100.90").unwrap();
+    assert_eq!((c.syn, c.ack, c.limited), (20, 1, 15));
+    assert_eq!(f.stat(Reason::RateLimited).packets, 15);
+    // Tokens come back at the configured rate (10/s), never beyond the burst.
+    let idle = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(250));
+    let low = (idle.elapsed().as_secs_f64() * 10.0).floor() as usize;
+    let passed = (0..10).filter(|_| f.run(&syn) == PASS).count();
+    let high = ((idle.elapsed().as_secs_f64() * 10.0).floor() as usize + 1).min(5);
+    assert!(
+        (low.min(5)..=high).contains(&passed),
+        "{passed} passed after refilling at 10/s (expected {low}..={high})"
+    );
+    // Another source has its own bucket.
+    assert_eq!(f.run(&Packet::tcp("198.51.100.91", SYN).build()), PASS);
+}
