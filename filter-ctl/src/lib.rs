@@ -13,3 +13,5 @@ pub static FILTER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_
 /// A bare `XDP_DROP` program, the benchmark baseline.
 pub static BARE_DROP_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bare-drop"));
+pub mod detect;
+pub mod policy;

@@ -1,0 +1,649 @@
+//! The YAML policy: parsing, validation, defaults.
+//!
+//! Values that can be wrong on their own (a CIDR, a duration, a prefix
+//! length) are newtypes that validate while deserializing, so serde_yaml's
+//! error names the field path and the line. Checks across fields run after
+//! parsing and name the line of the field they blame.
+
+use std::{fmt, path::PathBuf, time::Duration};
+
+use filter_common::{flag, Config, RateLimit, MAX_RATE_PPS};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::loader::AttachMode;
+
+/// The whole policy. Every field has a default (see [`DEFAULT_POLICY`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    pub interfaces: Vec<String>,
+    pub xdp_mode: AttachMode,
+    pub interval: Dur,
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub control_socket: PathBuf,
+    pub detach_on_exit: bool,
+    pub allow: Vec<Net>,
+    pub block: Vec<Net>,
+    pub ipv6_prefix: u8,
+    pub track_min_packets: u32,
+    pub thresholds: Thresholds,
+    pub rate_limit: RateLimits,
+    pub blocking: Blocking,
+    pub capacities: Capacities,
+    pub audit: Audit,
+}
+
+/// Per-source rates (per second) above which a source is promoted to the
+/// blocklist. 0 disables a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    pub syn: u64,
+    pub syn_ack: u64,
+    pub ack: u64,
+    pub rst: u64,
+    pub fin: u64,
+}
+
+impl Thresholds {
+    pub const NAMES: [&'static str; flag::COUNT] = flag::NAMES;
+
+    pub fn get(&self, name: &str) -> Option<u64> {
+        Some(match name {
+            "syn" => self.syn,
+            "syn_ack" | "syn-ack" => self.syn_ack,
+            "ack" => self.ack,
+            "rst" => self.rst,
+            "fin" => self.fin,
+            _ => return None,
+        })
+    }
+
+    pub fn set(&mut self, name: &str, value: u64) -> bool {
+        let slot = match name {
+            "syn" => &mut self.syn,
+            "syn_ack" | "syn-ack" => &mut self.syn_ack,
+            "ack" => &mut self.ack,
+            "rst" => &mut self.rst,
+            "fin" => &mut self.fin,
+            _ => return false,
+        };
+        *slot = value;
+        true
+    }
+
+    /// Indexed by [`flag`] class.
+    pub fn by_class(&self) -> [u64; flag::COUNT] {
+        [self.syn, self.syn_ack, self.ack, self.rst, self.fin]
+    }
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            syn: 200,
+            syn_ack: 20,
+            ack: 5000,
+            rst: 100,
+            fin: 100,
+        }
+    }
+}
+
+/// In-kernel token buckets per source and flag class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    pub syn: Limit,
+    pub syn_ack: Limit,
+    pub ack: Limit,
+    pub rst: Limit,
+    pub fin: Limit,
+}
+
+impl Default for RateLimits {
+    /// Twice the promotion thresholds, so detection still sees a flood's
+    /// rate (counters count offered packets) while the kernel cuts it.
+    fn default() -> Self {
+        let l = |rate| Limit { rate, burst: rate };
+        RateLimits {
+            syn: l(400),
+            syn_ack: l(40),
+            ack: l(10_000),
+            rst: l(200),
+            fin: l(200),
+        }
+    }
+}
+
+/// `rate` packets/s with bursts of `burst`; rate 0 disables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub rate: u32,
+    pub burst: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Blocking {
+    /// Block duration of a first promotion.
+    pub ttl: Dur,
+    /// Each further promotion of the same source multiplies the TTL.
+    pub escalation: f64,
+    /// Upper bound of an escalated TTL.
+    pub max_ttl: Dur,
+    /// A source with no promotion for this long starts again at `ttl`.
+    pub forget_after: Dur,
+}
+
+impl Default for Blocking {
+    fn default() -> Self {
+        Blocking {
+            ttl: Dur::secs(600),
+            escalation: 2.0,
+            max_ttl: Dur::secs(24 * 3600),
+            forget_after: Dur::secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Map sizes, used when the maps are created (pinned maps keep theirs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capacities {
+    pub sources: u32,
+    pub block_exact: u32,
+    pub block_net: u32,
+    pub allow: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        use filter_common::capacity as c;
+        Capacities {
+            sources: c::SOURCES,
+            block_exact: c::BLOCK_EXACT,
+            block_net: c::BLOCK_NET,
+            allow: c::ALLOW,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// JSON-lines log of promotions, expiries and admin actions.
+    pub path: PathBuf,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            path: PathBuf::from("/var/log/filter/audit.jsonl"),
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            interfaces: Vec::new(),
+            xdp_mode: AttachMode::Auto,
+            interval: Dur::secs(1),
+            pin_dir: PathBuf::from(crate::loader::DEFAULT_PIN_DIR),
+            state_dir: PathBuf::from("/var/lib/filter"),
+            control_socket: PathBuf::from(DEFAULT_SOCKET),
+            detach_on_exit: false,
+            allow: Vec::new(),
+            block: Vec::new(),
+            ipv6_prefix: filter_common::DEFAULT_IPV6_PREFIX as u8,
+            track_min_packets: filter_common::DEFAULT_TRACK_MIN_PACKETS,
+            thresholds: Thresholds::default(),
+            rate_limit: RateLimits::default(),
+            blocking: Blocking::default(),
+            capacities: Capacities::default(),
+            audit: Audit::default(),
+        }
+    }
+}
+
+/// Where the controller listens for the admin CLI.
+pub const DEFAULT_SOCKET: &str = "/run/filter/ctl.sock";
+
+/// The default policy, commented; `filter-ctl policy defaults` prints it
+/// and a test checks it parses to exactly [`Policy::default`].
+pub const DEFAULT_POLICY: &str = r#"# filter-ctl policy. Every key is optional; shown here with its default.
+
+# Interfaces to attach to (required for `filter-ctl run`, or pass --interface).
+interfaces: []
+# auto (native where the driver supports it) | native | skb
+xdp_mode: auto
+# How often the controller reads the counters and decides.
+interval: 1s
+# bpffs directory for the pinned program link and maps; a restarted
+# controller re-adopts them with every entry and counter intact.
+pin_dir: /sys/fs/bpf/filter
+# Runtime state that survives restarts: threshold overrides, offender history.
+state_dir: /var/lib/filter
+# Root-only Unix socket the admin CLI talks to.
+control_socket: /run/filter/ctl.sock
+# Keep the XDP program attached when the controller exits (false) so the
+# host stays protected, or detach on SIGTERM/SIGINT (true).
+detach_on_exit: false
+
+# Never blocked, never promoted: put your management networks here.
+allow: []
+# Always dropped (policy entries are re-applied on start and reload).
+block: []
+
+# IPv6 sources are counted per prefix of this length.
+ipv6_prefix: 64
+# Packets a new source must send within ~1 s before it is counted on its own.
+track_min_packets: 4
+
+# Per source, per second: a source above any of these is blocked. 0 = off.
+thresholds:
+  syn: 200
+  syn_ack: 20      # unsolicited SYN-ACKs
+  ack: 5000        # pure ACKs without payload
+  rst: 100
+  fin: 100
+
+# In-kernel token bucket per source and flag class (per CPU), so a flood is
+# cut within packets, before the controller's next tick. rate 0 = off.
+rate_limit:
+  syn: { rate: 400, burst: 400 }
+  syn_ack: { rate: 40, burst: 40 }
+  ack: { rate: 10000, burst: 10000 }
+  rst: { rate: 200, burst: 200 }
+  fin: { rate: 200, burst: 200 }
+
+blocking:
+  ttl: 10m           # first offence
+  escalation: 2.0    # each repeat multiplies the TTL...
+  max_ttl: 1day      # ...up to this
+  forget_after: 7days
+
+# Map sizes when the maps are first created.
+capacities:
+  sources: 65536
+  block_exact: 262144
+  block_net: 65536
+  allow: 4096
+
+audit:
+  path: /var/log/filter/audit.jsonl
+"#;
+
+/// A duration written as `90s`, `10m`, `1h`, `2d` (humantime syntax).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Dur {
+        Dur(Duration::from_secs(s))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "'{s}' is not a duration ({e}); examples: 500ms, 1s, 10m, 1h, 2d"
+            ))
+        })
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// An address or CIDR, validated like the CLI's (host bits must be zero).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Net(pub IpNet);
+
+impl<'de> Deserialize<'de> for Net {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::addr::parse_net(&s)
+            .map(Net)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Net {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
+    }
+}
+
+/// A policy error: where, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct PolicyError {
+    pub origin: String,
+    pub message: String,
+}
+
+impl Policy {
+    /// Parses and validates `text`; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        let err = |message: String| PolicyError {
+            origin: origin.to_owned(),
+            message,
+        };
+        // An empty file is the default policy.
+        let policy: Policy = if text.trim().is_empty() {
+            Policy::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| err(locate(e.to_string(), text)))?
+        };
+        policy.validate(text).map_err(err)?;
+        Ok(policy)
+    }
+
+    /// Reads, parses and validates a policy file.
+    pub fn load(path: &std::path::Path) -> Result<Policy, PolicyError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            origin: origin.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Policy::parse(&text, &origin)
+    }
+
+    /// Checks across fields; the message names the field and its line.
+    fn validate(&self, text: &str) -> Result<(), String> {
+        let at = |path: &str| -> String {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            match line_of(text, key) {
+                Some(line) => format!("{path} (line {line})"),
+                None => path.to_owned(),
+            }
+        };
+        let interval = self.interval.0;
+        if interval < Duration::from_millis(100) || interval > Duration::from_secs(60) {
+            return Err(format!(
+                "{}: must be between 100ms and 60s, got {}",
+                at("interval"),
+                self.interval
+            ));
+        }
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return Err(format!(
+                "{}: must be 1 to 128, got {}",
+                at("ipv6_prefix"),
+                self.ipv6_prefix
+            ));
+        }
+        if self.track_min_packets == 0 {
+            return Err(format!("{}: must be at least 1", at("track_min_packets")));
+        }
+        for (i, iface) in self.interfaces.iter().enumerate() {
+            if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ', '\0']) {
+                return Err(format!(
+                    "{}: '{iface}' is not an interface name",
+                    at(&format!("interfaces[{i}]"))
+                ));
+            }
+        }
+        let b = &self.blocking;
+        if b.ttl.0.is_zero() {
+            return Err(format!("{}: must be more than 0", at("blocking.ttl")));
+        }
+        if !b.escalation.is_finite() || b.escalation < 1.0 {
+            return Err(format!(
+                "{}: must be a number >= 1.0, got {}",
+                at("blocking.escalation"),
+                b.escalation
+            ));
+        }
+        if b.max_ttl < b.ttl {
+            return Err(format!(
+                "{}: {} is shorter than blocking.ttl ({})",
+                at("blocking.max_ttl"),
+                b.max_ttl,
+                b.ttl
+            ));
+        }
+        let limits = [
+            ("syn", self.rate_limit.syn),
+            ("syn_ack", self.rate_limit.syn_ack),
+            ("ack", self.rate_limit.ack),
+            ("rst", self.rate_limit.rst),
+            ("fin", self.rate_limit.fin),
+        ];
+        for (name, l) in limits {
+            if l.rate > MAX_RATE_PPS {
+                return Err(format!(
+                    "{}: rate {} is above the maximum {MAX_RATE_PPS}",
+                    at(&format!("rate_limit.{name}")),
+                    l.rate
+                ));
+            }
+            if l.rate > 0 && l.burst == 0 {
+                return Err(format!(
+                    "{}: burst must be at least 1 when rate is set",
+                    at(&format!("rate_limit.{name}"))
+                ));
+            }
+        }
+        let c = &self.capacities;
+        for (name, v) in [
+            ("sources", c.sources),
+            ("block_exact", c.block_exact),
+            ("block_net", c.block_net),
+            ("allow", c.allow),
+        ] {
+            if v == 0 {
+                return Err(format!(
+                    "{}: must be more than 0",
+                    at(&format!("capacities.{name}"))
+                ));
+            }
+        }
+        for a in &self.allow {
+            if let Some(b) = self
+                .block
+                .iter()
+                .find(|b| b.0.contains(&a.0) || a.0.contains(&b.0))
+            {
+                return Err(format!(
+                    "{}: {} overlaps block entry {} (the allowlist would win; remove one)",
+                    at("allow"),
+                    a.0,
+                    b.0
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The data-path configuration this policy asks for.
+    pub fn kernel_config(&self) -> Config {
+        let l = |x: Limit| RateLimit {
+            rate: x.rate,
+            burst: x.burst,
+        };
+        let r = &self.rate_limit;
+        Config {
+            ipv6_prefix_len: self.ipv6_prefix.into(),
+            track_min_packets: self.track_min_packets,
+            limits: [l(r.syn), l(r.syn_ack), l(r.ack), l(r.rst), l(r.fin)],
+            ..Config::default()
+        }
+    }
+}
+
+/// serde_yaml leaves the location out of some errors raised by our own
+/// validating types; then point at the line holding the quoted bad value.
+fn locate(message: String, text: &str) -> String {
+    if message.contains(" line ") {
+        return message;
+    }
+    let quoted = message.split('\'').nth(1).filter(|q| !q.is_empty());
+    match quoted.and_then(|q| text.lines().position(|l| l.contains(q))) {
+        Some(i) => format!("{message} (line {})", i + 1),
+        None => message,
+    }
+}
+
+/// 1-based line of the first `key:` in `text`, in block or flow style
+/// (`key: 1` or `{ other: 2, key: 1 }`).
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let key = key.split('[').next().unwrap_or(key);
+    let needle = format!("{key}:");
+    text.lines()
+        .position(|l| {
+            l.match_indices(&needle).any(|(i, _)| {
+                l[..i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+            })
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, String> {
+        Policy::parse(text, "test.yaml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn default_policy_text_is_the_default() {
+        assert_eq!(parse(DEFAULT_POLICY).unwrap(), Policy::default());
+        assert_eq!(parse("").unwrap(), Policy::default());
+    }
+
+    #[test]
+    fn good_snippets_parse() {
+        let p = parse(
+            "interfaces: [eth0, eth1]\nxdp_mode: skb\ninterval: 500ms\nallow: [10.0.0.0/8, \"2001:db8::/32\"]\n\
+             block: [203.0.113.0/24, 198.51.100.7]\nthresholds: { syn: 50, fin: 0 }\n\
+             blocking: { ttl: 90s, escalation: 1.5, max_ttl: 2h }\nrate_limit: { syn: { rate: 100, burst: 10 } }\n",
+        )
+        .unwrap();
+        assert_eq!(p.interfaces, ["eth0", "eth1"]);
+        assert_eq!(p.xdp_mode, AttachMode::Skb);
+        assert_eq!(p.interval.0, Duration::from_millis(500));
+        assert_eq!(p.allow.len(), 2);
+        assert_eq!(p.block[1].0.to_string(), "198.51.100.7/32");
+        assert_eq!(
+            (p.thresholds.syn, p.thresholds.fin, p.thresholds.rst),
+            (50, 0, 100)
+        );
+        assert_eq!(p.blocking.ttl.0, Duration::from_secs(90));
+        assert_eq!(
+            p.rate_limit.syn,
+            Limit {
+                rate: 100,
+                burst: 10
+            }
+        );
+        assert_eq!(p.rate_limit.rst, RateLimits::default().rst);
+        let cfg = p.kernel_config();
+        assert_eq!(cfg.limits[flag::SYN].rate, 100);
+        assert_eq!(cfg.ipv6_prefix_len, 64);
+    }
+
+    #[test]
+    fn bad_snippets_name_the_field_and_line() {
+        let cases = [
+            (
+                "interfaces: [eth0]\nthreshold: { syn: 1 }\n",
+                "unknown field `threshold`",
+                "line 2",
+            ),
+            ("thresholds:\n  syn: lots\n", "thresholds.syn", "line 2"),
+            ("thresholds:\n  syn: -5\n", "thresholds.syn", "line 2"),
+            ("thresholds: { sin: 5 }\n", "unknown field `sin`", "line 1"),
+            // serde_yaml points at the sequence; the message quotes the bad item.
+            (
+                "allow:\n  - 10.0.0.0/8\n  - 10.0.0.300\n",
+                "'10.0.0.300' is not an IP address or CIDR",
+                "line 2",
+            ),
+            (
+                "block: [10.0.0.5/24]\n",
+                "did you mean 10.0.0.0/24",
+                "line 1",
+            ),
+            ("interval: soon\n", "'soon' is not a duration", "line 1"),
+            (
+                "interval: 10ms\n",
+                "interval (line 1): must be between 100ms and 60s",
+                "",
+            ),
+            ("xdp_mode: turbo\n", "unknown variant `turbo`", "line 1"),
+            (
+                "\n\nblocking:\n  ttl: 1h\n  max_ttl: 10m\n",
+                "blocking.max_ttl (line 5)",
+                "shorter than",
+            ),
+            (
+                "blocking: { escalation: 0.5 }\n",
+                "blocking.escalation (line 1)",
+                ">= 1.0",
+            ),
+            ("ipv6_prefix: 0\n", "ipv6_prefix (line 1)", "1 to 128"),
+            ("ipv6_prefix: 300\n", "ipv6_prefix", "line 1"),
+            (
+                "rate_limit:\n  syn: { rate: 5 }\n",
+                "rate_limit.syn",
+                "missing field `burst`",
+            ),
+            (
+                "rate_limit:\n  rst: { rate: 5, burst: 0 }\n",
+                "rate_limit.rst (line 2)",
+                "burst must be at least 1",
+            ),
+            (
+                "allow: [10.0.0.0/8]\nblock: [10.1.0.0/16]\n",
+                "overlaps block entry 10.1.0.0/16",
+                "allow (line 1)",
+            ),
+            (
+                "capacities: { sources: 0 }\n",
+                "capacities.sources (line 1)",
+                "more than 0",
+            ),
+            ("interfaces: [\"has space\"]\n", "not an interface name", ""),
+            ("- just\n- a list\n", "invalid type", ""),
+        ];
+        for (text, want1, want2) in cases {
+            let err = parse(text).expect_err(text);
+            assert!(err.starts_with("test.yaml: "), "{err}");
+            assert!(
+                err.contains(want1) && err.contains(want2),
+                "{text:?} gave {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn threshold_names() {
+        let mut t = Thresholds::default();
+        assert!(t.set("syn-ack", 7));
+        assert_eq!(t.get("syn_ack"), Some(7));
+        assert!(!t.set("urg", 1));
+        assert_eq!(t.get("urg"), None);
+        assert_eq!(t.by_class()[flag::SYN_ACK], 7);
+    }
+}
