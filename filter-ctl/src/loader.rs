@@ -22,6 +22,7 @@ use filter_common::{map_names, Config, PROGRAM_NAME};
 use crate::{
     error::{Error, Result},
     maps::Maps,
+    policy::Capacities,
 };
 
 /// Default pin directory.
@@ -138,10 +139,24 @@ pub fn ensure_bpffs(dir: &Path) -> Result<bool> {
     check_bpffs(dir).map(|()| true)
 }
 
-/// Loads (verifies) the filter program. With `pin_dir`, every map is reused
-/// from its pin if present, or created and pinned there.
+/// Loads (verifies) the filter program with default map sizes. With
+/// `pin_dir`, every map is reused from its pin if present, or created and
+/// pinned there.
 pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
+    load_with(pin_dir, &Capacities::default())
+}
+
+/// [`load`] with map sizes; a map reused from its pin keeps its size.
+pub fn load_with(pin_dir: Option<&Path>, caps: &Capacities) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(map_names::SOURCES, caps.sources)
+        .map_max_entries(map_names::ALLOW_V4, caps.allow)
+        .map_max_entries(map_names::ALLOW_V6, caps.allow)
+        .map_max_entries(map_names::BLOCK_V4, caps.block_exact)
+        .map_max_entries(map_names::BLOCK_V6, caps.block_exact)
+        .map_max_entries(map_names::BLOCK_NET_V4, caps.block_net)
+        .map_max_entries(map_names::BLOCK_NET_V6, caps.block_net);
     let paths: Vec<(&str, PathBuf)> = pin_dir
         .map(|d| map_names::ALL.iter().map(|n| (*n, d.join(n))).collect())
         .unwrap_or_default();
@@ -199,7 +214,13 @@ pub enum Attached {
 /// Attaches the filter to `iface`, pins the link and the maps under
 /// `pin_dir`, and writes `config`. Idempotent: an interface that already has
 /// a pinned link is left as it is.
-pub fn attach(iface: &str, mode: AttachMode, pin_dir: &Path, config: &Config) -> Result<Attached> {
+pub fn attach(
+    iface: &str,
+    mode: AttachMode,
+    pin_dir: &Path,
+    config: &Config,
+    caps: &Capacities,
+) -> Result<Attached> {
     let ifindex = if_index(iface)?;
     if ensure_bpffs(pin_dir)? {
         log::warn!("mounted a bpf filesystem on {SYS_FS_BPF}");
@@ -213,7 +234,7 @@ pub fn attach(iface: &str, mode: AttachMode, pin_dir: &Path, config: &Config) ->
         path: pin_dir.to_owned(),
         error,
     })?;
-    let mut ebpf = load(Some(pin_dir))?;
+    let mut ebpf = load_with(Some(pin_dir), caps)?;
     Maps::from_ebpf(&mut ebpf)?.set_config(config)?;
     let prog = program(&mut ebpf)?;
     let link_id = prog

@@ -32,3 +32,6 @@ pub fn pin_to_cpu(cpu: usize) {
         );
     }
 }
+pub mod attack;
+pub mod controller;
+pub mod rig;

@@ -45,18 +45,40 @@ pub fn sh(args: &[&str]) {
     );
 }
 
-/// A network namespace, deleted on drop.
+/// A network namespace, deleted on drop unless [`NetNs::keep`] was called.
 pub struct NetNs {
     pub name: String,
+    keep: bool,
 }
 
 impl NetNs {
+    /// A namespace with a unique name starting with `prefix`.
     pub fn new(prefix: &str) -> NetNs {
-        let name = unique(prefix);
-        sh(&["ip", "netns", "add", &name]);
-        let ns = NetNs { name };
+        Self::named(&unique(prefix))
+    }
+
+    /// A namespace with exactly this name.
+    pub fn named(name: &str) -> NetNs {
+        sh(&["ip", "netns", "add", name]);
+        let ns = NetNs {
+            name: name.to_owned(),
+            keep: false,
+        };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
+    }
+
+    /// A guard for a namespace that already exists and is not ours to delete.
+    pub fn existing(name: &str) -> NetNs {
+        NetNs {
+            name: name.to_owned(),
+            keep: true,
+        }
+    }
+
+    /// Leaves the namespace in place when this guard is dropped.
+    pub fn keep(mut self) {
+        self.keep = true;
     }
 
     /// `ip -n NAME ...`
@@ -84,9 +106,11 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        if !self.keep {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .status();
+        }
     }
 }
 
@@ -207,8 +231,14 @@ pub struct Server {
 }
 
 impl Server {
+    /// Listens on [`SERVER`] (the [`Pair`] layout).
     pub fn start(ns: &NetNs) -> Server {
-        let listener = ns.run(|| TcpListener::bind(SERVER).expect("bind in server namespace"));
+        Self::start_on(ns, SERVER.parse().unwrap())
+    }
+
+    /// Listens on `addr` inside `ns`.
+    pub fn start_on(ns: &NetNs, addr: SocketAddr) -> Server {
+        let listener = ns.run(move || TcpListener::bind(addr).expect("bind in server namespace"));
         listener.set_nonblocking(true).unwrap();
         let peers = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -243,12 +273,22 @@ impl Drop for Server {
     }
 }
 
-/// A real TCP connect from `src` inside the client namespace.
+/// A real TCP connect from `src` inside the client namespace to [`SERVER`].
 pub fn connect_from(ns: &NetNs, src: &str, timeout: Duration) -> std::io::Result<()> {
+    connect_to(ns, src, SERVER.parse().unwrap(), timeout)
+}
+
+/// A real TCP connect from `src` inside `ns` to `dst`.
+pub fn connect_to(
+    ns: &NetNs,
+    src: &str,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<()> {
     let src: std::net::IpAddr = src.parse().expect("source address");
     ns.run(move || {
         let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
         sock.bind(&SocketAddr::new(src, 0).into())?;
-        sock.connect_timeout(&SERVER.parse::<SocketAddr>().unwrap().into(), timeout)
+        sock.connect_timeout(&dst.into(), timeout)
     })
 }

@@ -30,7 +30,10 @@ fn blocked_source_cannot_connect_while_another_can(mode: AttachMode) {
 
     let (iface, pin2) = (pair.server_if.clone(), pin.clone());
     pair.server
-        .run(move || loader::attach(&iface, mode, &pin2, &Config::default()))
+        .run(move || {
+            let caps = filter_ctl::policy::Capacities::default();
+            loader::attach(&iface, mode, &pin2, &Config::default(), &caps)
+        })
         .unwrap_or_else(|e| panic!("attach in {mode} mode: {e}"));
 
     // Block through the pinned maps, as `filter-ctl block` does.

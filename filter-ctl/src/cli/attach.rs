@@ -44,7 +44,8 @@ impl Attach {
             ..Config::default()
         };
         for iface in &self.ifaces {
-            match loader::attach(iface, self.xdp_mode, &g.pin_dir, &config)
+            let caps = crate::policy::Capacities::default();
+            match loader::attach(iface, self.xdp_mode, &g.pin_dir, &config, &caps)
                 .with_context(|| format!("attach {iface}"))?
             {
                 Attached::New => println!(

@@ -8,9 +8,10 @@ use clap::Args;
 use filter_common::list_reason;
 use ipnet::IpNet;
 
-use super::{human_secs, Global, Ttl};
+use super::{control_verbs::request, human_secs, Global, Ttl};
 use crate::{
     addr::parse_net,
+    control::{call, Request},
     maps::{new_entry, ListKind, Maps},
 };
 
@@ -18,6 +19,12 @@ fn parse_all(args: &[String]) -> anyhow::Result<Vec<IpNet>> {
     args.iter()
         .map(|a| parse_net(a).map_err(anyhow::Error::from))
         .collect()
+}
+
+/// Whether a controller answers on the socket: then changes go through it
+/// (and into its audit log); otherwise straight to the pinned maps.
+fn controller_running(g: &Global) -> bool {
+    matches!(call(&g.socket, &Request::Status), Ok(r) if r.ok)
 }
 
 fn add(
@@ -28,10 +35,25 @@ fn add(
     note: &str,
 ) -> anyhow::Result<()> {
     let nets = parse_all(args)?;
-    let mut maps = Maps::from_pins(&g.pin_dir)?;
+    let mut maps = if controller_running(g) {
+        None
+    } else {
+        Some(Maps::from_pins(&g.pin_dir)?)
+    };
     let entry = new_entry(list_reason::ADMIN, ttl, note);
     for net in nets {
-        maps.insert(list, net, &entry)?;
+        match maps.as_mut() {
+            Some(maps) => maps.insert(list, net, &entry)?,
+            None => {
+                let (net, ttl_s) = (net.to_string(), ttl.map(|t| t.as_secs()));
+                let reason = note.to_owned();
+                let req = match list {
+                    ListKind::Block => Request::Block { net, ttl_s, reason },
+                    ListKind::Allow => Request::Allow { net, ttl_s, reason },
+                };
+                request(g, &req)?;
+            }
+        }
         let verb = if list == ListKind::Block {
             "blocked"
         } else {
@@ -47,10 +69,36 @@ fn add(
 
 fn remove(g: &Global, list: ListKind, args: &[String]) -> anyhow::Result<()> {
     let nets = parse_all(args)?;
-    let mut maps = Maps::from_pins(&g.pin_dir)?;
+    let via_controller = controller_running(g);
+    let mut maps = if via_controller {
+        None
+    } else {
+        Some(Maps::from_pins(&g.pin_dir)?)
+    };
     let mut missing = Vec::new();
     for net in nets {
-        if maps.remove(list, net)? {
+        let removed = match maps.as_mut() {
+            Some(maps) => maps.remove(list, net)?,
+            None => {
+                let net = net.to_string();
+                let req = match list {
+                    ListKind::Block => Request::Unblock { net },
+                    ListKind::Allow => Request::Disallow { net },
+                };
+                match call(&g.socket, &req)? {
+                    r if r.ok => true,
+                    r if r
+                        .error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("is not in the")) =>
+                    {
+                        false
+                    }
+                    r => anyhow::bail!(r.error.unwrap_or_default()),
+                }
+            }
+        };
+        if removed {
             println!("removed {net} from the {} list", name(list));
         } else {
             missing.push(net.to_string());

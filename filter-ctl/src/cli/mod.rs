@@ -8,17 +8,23 @@ use clap::{Args, Parser, Subcommand};
 use crate::loader::DEFAULT_PIN_DIR;
 
 mod attach;
+mod control_verbs;
 mod detach;
 mod list;
 mod lists;
+mod policy;
+mod run;
 mod stats;
+mod top;
 
-/// XDP packet filter controller: attach the filter, block and allow
-/// sources, read counters.
+/// XDP packet filter for TCP floods: run the controller, block and allow
+/// sources, read counters, tune thresholds live.
 ///
-/// The filter runs in the kernel on its own once attached; every command
-/// here works on its pinned maps under --pin-dir, so it takes effect at
-/// once and survives filter-ctl exiting.
+/// The filter runs in the kernel on its own once attached, with its state in
+/// pinned maps under --pin-dir. `filter-ctl run` is the controller that
+/// promotes offenders; the other verbs talk to it over --socket when it
+/// runs (so their changes are audited), and work on the pinned maps
+/// directly when it does not.
 #[derive(Debug, Parser)]
 #[command(name = "filter-ctl", version, propagate_version = true)]
 pub struct Cli {
@@ -39,10 +45,26 @@ pub struct Global {
         default_value = DEFAULT_PIN_DIR
     )]
     pub pin_dir: PathBuf,
+    /// The running controller's control socket.
+    #[arg(
+        long,
+        global = true,
+        env = "FILTER_SOCKET",
+        hide_env_values = true,
+        default_value = crate::policy::DEFAULT_SOCKET
+    )]
+    pub socket: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Run(run::Run),
+    Policy(policy::PolicyCmd),
+    Status(control_verbs::Status),
+    Reload(control_verbs::Reload),
+    Set(control_verbs::Set),
+    Get(control_verbs::Get),
+    Top(top::Top),
     Attach(attach::Attach),
     Detach(detach::Detach),
     Block(lists::Block),
@@ -57,6 +79,13 @@ impl Cli {
     pub fn execute(self) -> anyhow::Result<()> {
         let g = &self.global;
         match self.command {
+            Command::Run(c) => c.execute(g),
+            Command::Policy(c) => c.execute(g),
+            Command::Status(c) => c.execute(g),
+            Command::Reload(c) => c.execute(g),
+            Command::Set(c) => c.execute(g),
+            Command::Get(c) => c.execute(g),
+            Command::Top(c) => c.execute(g),
             Command::Attach(c) => c.execute(g),
             Command::Detach(c) => c.execute(g),
             Command::Block(c) => c.execute(g),

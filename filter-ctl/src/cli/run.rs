@@ -1,0 +1,39 @@
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::Global;
+use crate::controller::{self, RunOptions};
+
+/// Run the controller: attach per the policy, promote offenders, serve the
+/// admin CLI.
+///
+/// Loads and validates the policy (nothing is touched if it is invalid),
+/// attaches the filter to its interfaces (re-adopting pinned links and maps
+/// left by an earlier run), then every interval reads the per-source
+/// counters and blocks sources over a threshold. SIGHUP or `filter-ctl
+/// reload` re-reads the policy; SIGTERM/SIGINT stop the controller, leaving
+/// the filter attached unless the policy says `detach_on_exit: true`.
+///
+/// Example: filter-ctl run --config /etc/filter/policy.yaml
+#[derive(Debug, Args)]
+pub struct Run {
+    /// Policy file (see `filter-ctl policy defaults`).
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// Also attach to this interface (repeatable), beside the policy's.
+    #[arg(short, long = "interface", value_name = "IFACE")]
+    interfaces: Vec<String>,
+}
+
+impl Run {
+    pub fn execute(self, _g: &Global) -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(controller::run(RunOptions {
+            policy_path: self.config,
+            interfaces: self.interfaces,
+        }))
+    }
+}

@@ -1,0 +1,536 @@
+//! `filter-ctl run`: the controller. It attaches the filter per the policy,
+//! then every interval reads the per-source counters, promotes sources over
+//! a threshold to the blocklist (escalating repeat offenders), removes
+//! expired entries, and answers the admin CLI on its control socket. All of
+//! it is audited. The data path never depends on it: if the controller
+//! dies, the pinned program keeps filtering with the pinned maps.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use filter_common::list_reason;
+use ipnet::IpNet;
+use serde_json::json;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    addr::{parse_net, source_net},
+    audit::AuditLog,
+    clock,
+    control::{Request, Response},
+    detect::{self, Snapshot},
+    loader,
+    maps::{new_entry, ListKind, Maps},
+    policy::{Policy, Thresholds},
+    state::State,
+};
+
+/// Options from the command line that complement the policy file.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub policy_path: PathBuf,
+    /// Interfaces added to the policy's.
+    pub interfaces: Vec<String>,
+}
+
+pub struct Controller {
+    opts: RunOptions,
+    policy: Policy,
+    maps: Maps,
+    audit: AuditLog,
+    state: State,
+    prev: Snapshot,
+    attached: Vec<String>,
+    started: Instant,
+    cycles: u64,
+    last_cycle: Duration,
+    promotions: u64,
+    expiries: u64,
+}
+
+impl Controller {
+    /// Validates the policy, attaches (re-adopting existing pins), applies
+    /// the policy lists and opens the audit log. Nothing is attached if the
+    /// policy is invalid.
+    pub fn start(opts: RunOptions) -> anyhow::Result<Controller> {
+        let policy = Policy::load(&opts.policy_path)?;
+        let interfaces = Self::interfaces(&policy, &opts)?;
+        let audit = AuditLog::open(&policy.audit.path)
+            .with_context(|| format!("opening audit log {}", policy.audit.path.display()))?;
+        let state = State::load(&policy.state_dir)?;
+        for iface in &interfaces {
+            loader::if_index(iface)?;
+        }
+        let config = policy.kernel_config();
+        let mut adopted = Vec::new();
+        for iface in &interfaces {
+            let how = loader::attach(
+                iface,
+                policy.xdp_mode,
+                &policy.pin_dir,
+                &config,
+                &policy.capacities,
+            )
+            .with_context(|| format!("attach {iface}"))?;
+            if how == loader::Attached::Already {
+                adopted.push(iface.clone());
+            }
+        }
+        let mut maps = Maps::from_pins(&policy.pin_dir)?;
+        maps.set_config(&config)?;
+        let mut c = Controller {
+            opts,
+            prev: Snapshot::default(),
+            attached: interfaces,
+            maps,
+            audit,
+            state,
+            started: Instant::now(),
+            cycles: 0,
+            last_cycle: Duration::ZERO,
+            promotions: 0,
+            expiries: 0,
+            policy,
+        };
+        c.sync_policy_lists()?;
+        c.prev = c.snapshot()?;
+        c.audit.record(
+            "start",
+            json!({
+                "policy": c.opts.policy_path,
+                "interfaces": c.attached,
+                "readopted": adopted,
+                "pid": std::process::id(),
+            }),
+        );
+        Ok(c)
+    }
+
+    fn interfaces(policy: &Policy, opts: &RunOptions) -> anyhow::Result<Vec<String>> {
+        let mut all = policy.interfaces.clone();
+        for i in &opts.interfaces {
+            if !all.contains(i) {
+                all.push(i.clone());
+            }
+        }
+        if all.is_empty() {
+            bail!(
+                "{}: no interfaces: list them under `interfaces:` or pass --interface",
+                opts.policy_path.display()
+            );
+        }
+        Ok(all)
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn thresholds(&self) -> Thresholds {
+        self.state.thresholds(&self.policy)
+    }
+
+    fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        Ok(Snapshot {
+            at_ns: clock::monotonic_ns(),
+            sources: self.maps.sources()?.into_iter().collect(),
+        })
+    }
+
+    /// Writes the policy's allow and block entries; removes entries that a
+    /// previous policy put there and this one no longer lists. Admin and
+    /// detector entries are left alone.
+    fn sync_policy_lists(&mut self) -> anyhow::Result<()> {
+        for (list, nets) in [
+            (ListKind::Allow, self.policy.allow.clone()),
+            (ListKind::Block, self.policy.block.clone()),
+        ] {
+            let wanted: Vec<IpNet> = nets.iter().map(|n| n.0).collect();
+            for e in self.maps.entries(list)? {
+                if e.raw.reason == list_reason::POLICY && !wanted.contains(&e.net) {
+                    self.maps.remove(list, e.net)?;
+                }
+            }
+            let entry = new_entry(list_reason::POLICY, None, "policy");
+            for net in wanted {
+                self.maps.insert(list, net, &entry)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One control-loop step.
+    pub fn cycle(&mut self) -> anyhow::Result<()> {
+        let t0 = Instant::now();
+        let cur = self.snapshot()?;
+        let detections = detect::detect(&self.prev, &cur, self.thresholds().by_class());
+        if !detections.is_empty() {
+            let allow: Vec<IpNet> = self
+                .maps
+                .entries(ListKind::Allow)?
+                .iter()
+                .filter(|e| !e.expired)
+                .map(|e| e.net)
+                .collect();
+            let blocked: Vec<IpNet> = self
+                .maps
+                .entries(ListKind::Block)?
+                .iter()
+                .filter(|e| !e.expired)
+                .map(|e| e.net)
+                .collect();
+            let prefix = self.policy.ipv6_prefix;
+            let now_unix = clock::unix_now_s();
+            for (net, d) in
+                detect::promotable(detections, |k| source_net(k, prefix), &allow, &blocked)
+            {
+                let (ttl, offense) =
+                    self.state
+                        .offenders
+                        .promote(&net, now_unix, &self.policy.blocking);
+                let note = format!("{} {:.0}/s > {}/s", d.flag_name(), d.rate, d.threshold);
+                self.maps.insert(
+                    ListKind::Block,
+                    net,
+                    &new_entry(list_reason::DETECTOR, Some(ttl), &note),
+                )?;
+                self.promotions += 1;
+                self.audit.record(
+                    "promote",
+                    json!({
+                        "source": net.to_string(),
+                        "reason": format!("{}_flood", d.flag_name()),
+                        "rate": (d.rate * 10.0).round() / 10.0,
+                        "threshold": d.threshold,
+                        "ttl_s": ttl.as_secs(),
+                        "offense": offense,
+                    }),
+                );
+                log::warn!(
+                    "blocked {net} for {}: {note}",
+                    humantime::format_duration(ttl)
+                );
+            }
+            self.state.offenders.prune(now_unix, &self.policy.blocking);
+            self.save_state();
+        }
+        self.sweep_expired()?;
+        self.prev = cur;
+        self.cycles += 1;
+        self.last_cycle = t0.elapsed();
+        Ok(())
+    }
+
+    /// Removes entries whose expiry has passed (the kernel already ignores
+    /// them) and audits each.
+    fn sweep_expired(&mut self) -> anyhow::Result<()> {
+        for list in [ListKind::Block, ListKind::Allow] {
+            for e in self.maps.entries(list)?.into_iter().filter(|e| e.expired) {
+                self.maps.remove(list, e.net)?;
+                self.expiries += 1;
+                self.audit.record(
+                    "expire",
+                    json!({"list": list, "net": e.net.to_string(), "reason": e.reason, "note": e.note}),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn save_state(&mut self) {
+        if let Err(e) = self.state.save(&self.policy.state_dir) {
+            log::error!("saving state: {e:#}");
+        }
+    }
+
+    /// Re-reads the policy. If it is invalid, nothing changes and the error
+    /// says why.
+    pub fn reload(&mut self) -> anyhow::Result<String> {
+        let new = match Policy::load(&self.opts.policy_path) {
+            Ok(p) => p,
+            Err(e) => {
+                self.audit
+                    .record("reload_rejected", json!({"error": e.to_string()}));
+                return Err(e.into());
+            }
+        };
+        if new.pin_dir != self.policy.pin_dir {
+            let e = anyhow::anyhow!("pin_dir cannot change on reload (restart the controller)");
+            self.audit
+                .record("reload_rejected", json!({"error": e.to_string()}));
+            return Err(e);
+        }
+        let interfaces = Self::interfaces(&new, &self.opts)?;
+        for iface in &interfaces {
+            loader::if_index(iface)?;
+        }
+        let config = new.kernel_config();
+        for iface in interfaces.iter().filter(|i| !self.attached.contains(i)) {
+            loader::attach(iface, new.xdp_mode, &new.pin_dir, &config, &new.capacities)?;
+        }
+        for iface in self.attached.iter().filter(|i| !interfaces.contains(i)) {
+            loader::detach(iface, &new.pin_dir, false)?;
+        }
+        self.maps.set_config(&config)?;
+        self.attached = interfaces;
+        self.policy = new;
+        self.sync_policy_lists()?;
+        let msg = format!(
+            "reloaded {}: interfaces {}",
+            self.opts.policy_path.display(),
+            self.attached.join(", ")
+        );
+        self.audit.record(
+            "reload",
+            json!({"policy": self.opts.policy_path, "interfaces": self.attached}),
+        );
+        Ok(msg)
+    }
+
+    /// Answers one admin request.
+    pub fn handle(&mut self, req: Request) -> Response {
+        match self.try_handle(req) {
+            Ok(data) => Response::ok(data),
+            Err(e) => Response::err(format!("{e:#}")),
+        }
+    }
+
+    fn try_handle(&mut self, req: Request) -> anyhow::Result<serde_json::Value> {
+        match req {
+            Request::Status => Ok(self.status()?),
+            Request::GetThresholds => Ok(self.thresholds_json()),
+            Request::SetThreshold { name, value } => {
+                let name = name.replace('-', "_");
+                let Some(old) = self.thresholds().get(&name) else {
+                    bail!(
+                        "unknown threshold '{name}' (one of: {})",
+                        Thresholds::NAMES.join(", ")
+                    );
+                };
+                match value {
+                    Some(v) => self.state.threshold_overrides.insert(name.clone(), v),
+                    None => self.state.threshold_overrides.remove(&name),
+                };
+                self.save_state();
+                let new = self.thresholds().get(&name).unwrap_or(old);
+                self.audit.record(
+                    "set_threshold",
+                    json!({"name": name, "old": old, "new": new, "override": value.is_some()}),
+                );
+                Ok(json!({"name": name, "old": old, "new": new}))
+            }
+            Request::Reload => Ok(json!({"message": self.reload()?})),
+            Request::Block { net, ttl_s, reason } => {
+                self.admin_add(ListKind::Block, &net, ttl_s, &reason)
+            }
+            Request::Allow { net, ttl_s, reason } => {
+                self.admin_add(ListKind::Allow, &net, ttl_s, &reason)
+            }
+            Request::Unblock { net } => self.admin_remove(ListKind::Block, &net),
+            Request::Disallow { net } => self.admin_remove(ListKind::Allow, &net),
+        }
+    }
+
+    fn admin_add(
+        &mut self,
+        list: ListKind,
+        net: &str,
+        ttl_s: Option<u64>,
+        reason: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        let net = parse_net(net)?;
+        let ttl = ttl_s.map(Duration::from_secs);
+        self.maps
+            .insert(list, net, &new_entry(list_reason::ADMIN, ttl, reason))?;
+        let event = if list == ListKind::Block {
+            "admin_block"
+        } else {
+            "admin_allow"
+        };
+        self.audit.record(
+            event,
+            json!({"net": net.to_string(), "ttl_s": ttl_s, "reason": reason}),
+        );
+        Ok(json!({"net": net.to_string(), "ttl_s": ttl_s}))
+    }
+
+    fn admin_remove(&mut self, list: ListKind, net: &str) -> anyhow::Result<serde_json::Value> {
+        let net = parse_net(net)?;
+        if !self.maps.remove(list, net)? {
+            bail!(
+                "{net} is not in the {} list",
+                if list == ListKind::Block {
+                    "block"
+                } else {
+                    "allow"
+                }
+            );
+        }
+        let event = if list == ListKind::Block {
+            "admin_unblock"
+        } else {
+            "admin_disallow"
+        };
+        self.audit.record(event, json!({"net": net.to_string()}));
+        Ok(json!({"net": net.to_string()}))
+    }
+
+    fn thresholds_json(&self) -> serde_json::Value {
+        let t = self.thresholds();
+        let p = self.policy.thresholds;
+        let rows: Vec<serde_json::Value> = Thresholds::NAMES
+            .iter()
+            .map(|n| {
+                json!({
+                    "name": n,
+                    "value": t.get(n),
+                    "policy": p.get(n),
+                    "overridden": self.state.threshold_overrides.contains_key(*n),
+                })
+            })
+            .collect();
+        serde_json::Value::Array(rows)
+    }
+
+    fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let blocked = self.maps.entries(ListKind::Block)?;
+        Ok(json!({
+            "pid": std::process::id(),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "policy": self.opts.policy_path,
+            "interfaces": self.attached,
+            "xdp_mode": self.policy.xdp_mode,
+            "interval_ms": self.policy.interval.0.as_millis() as u64,
+            "pin_dir": self.policy.pin_dir,
+            "audit_log": self.audit.path(),
+            "cycles": self.cycles,
+            "last_cycle_ms": self.last_cycle.as_secs_f64() * 1e3,
+            "tracked_sources": self.prev.sources.len(),
+            "blocked_entries": blocked.iter().filter(|e| !e.expired).count(),
+            "promotions": self.promotions,
+            "expiries": self.expiries,
+            "thresholds": self.thresholds_json(),
+        }))
+    }
+
+    /// Called on SIGTERM/SIGINT.
+    pub fn shutdown(&mut self, signal: &str) {
+        let detach = self.policy.detach_on_exit;
+        if detach {
+            for iface in &self.attached {
+                if let Err(e) = loader::detach(iface, &self.policy.pin_dir, false) {
+                    log::error!("detach {iface}: {e}");
+                }
+            }
+        }
+        self.audit
+            .record("stop", json!({"signal": signal, "detached": detach}));
+    }
+}
+
+/// Binds the control socket: parent directory 0700, socket 0600. A stale
+/// socket file (no listener) is replaced; a live one means another
+/// controller runs, which is an error.
+fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "another controller is already listening on {}",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn serve_one(c: &mut Controller, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        BufReader::new(read).read_line(&mut line),
+    )
+    .await;
+    let resp = match read {
+        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            Ok(req) => c.handle(req),
+            Err(e) => Response::err(format!("bad request: {e}")),
+        },
+        Ok(Err(e)) => Response::err(format!("reading request: {e}")),
+        Err(_) => Response::err("timed out reading the request"),
+    };
+    let mut out = serde_json::to_string(&resp).expect("responses serialize");
+    out.push('\n');
+    let _ = write.write_all(out.as_bytes()).await;
+}
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let mut c = Controller::start(opts)?;
+    let socket_path = c.policy().control_socket.clone();
+    let listener = match bind_socket(&socket_path) {
+        Ok(l) => l,
+        Err(e) => {
+            c.shutdown("startup_failure");
+            return Err(e);
+        }
+    };
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut period = c.policy().interval.0;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    log::info!(
+        "controller running on {} (interval {}), socket {}",
+        c.attached.join(", "),
+        c.policy().interval,
+        socket_path.display()
+    );
+    let why = loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = c.cycle() {
+                    log::error!("cycle: {e:#}");
+                }
+            }
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    serve_one(&mut c, stream).await;
+                }
+            }
+            _ = hup.recv() => {
+                match c.reload() {
+                    Ok(msg) => log::info!("{msg}"),
+                    Err(e) => log::error!("reload rejected, running policy unchanged: {e:#}"),
+                }
+            }
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+        }
+        if c.policy().interval.0 != period {
+            period = c.policy().interval.0;
+            tick = tokio::time::interval(period);
+        }
+    };
+    c.shutdown(why);
+    let _ = std::fs::remove_file(&socket_path);
+    log::info!("controller stopped ({why})");
+    Ok(())
+}

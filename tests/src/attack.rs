@@ -1,0 +1,243 @@
+//! Bounded flood generation for the rig.
+//!
+//! Crafted floods (SYN, SYN-ACK, ACK, RST, FIN) use the `flood` XDP program
+//! through BPF_PROG_TEST_RUN with live frames: the kernel runs it on a
+//! template frame and transmits the result with XDP_TX out of the attacker's
+//! interface, several million frames per second on this machine. Connection
+//! churn uses real sockets. Every flood stops by itself at its packet count
+//! or its duration, whichever comes first.
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use aya::{
+    maps::Array,
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
+    Ebpf,
+};
+use filter_common::FloodConfig;
+use ipnet::Ipv4Net;
+
+/// Longest flood allowed, whatever is asked.
+pub const MAX_DURATION: Duration = Duration::from_secs(60);
+/// Most packets in one flood, whatever is asked.
+pub const MAX_PACKETS: u64 = 200_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Syn,
+    SynAck,
+    Ack,
+    Rst,
+    Fin,
+    /// Complete TCP handshakes, closed at once, from the attacker's address.
+    Churn,
+}
+
+impl Kind {
+    fn tcp_flags(self) -> u8 {
+        match self {
+            Kind::Syn => 0x02,
+            Kind::SynAck => 0x12,
+            Kind::Ack => 0x10,
+            Kind::Rst => 0x04,
+            Kind::Fin => 0x11,
+            Kind::Churn => 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub kind: Kind,
+    /// Interface to send from (inside the current network namespace).
+    pub iface: String,
+    /// Sources: a /32 is one fixed source, a wider net random sources in it.
+    pub src: Ipv4Net,
+    pub dst: SocketAddrV4,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    /// Packets per second; 0 = as fast as possible.
+    pub rate: u64,
+    pub duration: Duration,
+    pub count: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Report {
+    pub sent: u64,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    pub fn pps(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The template frame: Ethernet, IPv4 (20 bytes), TCP (20 bytes).
+pub fn template(spec: &Spec) -> Vec<u8> {
+    let mut f = Vec::with_capacity(54);
+    f.extend_from_slice(&spec.dst_mac);
+    f.extend_from_slice(&spec.src_mac);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend_from_slice(&[0x45, 0, 0, 40, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&spec.src.addr().octets());
+    f.extend_from_slice(&spec.dst.ip().octets());
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&spec.dst.port().to_be_bytes());
+    f.extend_from_slice(&1u32.to_be_bytes());
+    let ack = if spec.kind.tcp_flags() & 0x10 != 0 {
+        1u32
+    } else {
+        0
+    };
+    f.extend_from_slice(&ack.to_be_bytes());
+    f.extend_from_slice(&[0x50, spec.kind.tcp_flags(), 0xff, 0xff, 0, 0, 0, 0]);
+    f
+}
+
+/// Runs one bounded flood from the current thread's network namespace.
+pub fn run(spec: &Spec) -> anyhow::Result<Report> {
+    let duration = spec.duration.min(MAX_DURATION);
+    let count = spec.count.min(MAX_PACKETS);
+    if spec.kind == Kind::Churn {
+        return churn(spec, duration, count);
+    }
+    let ifindex = filter_ctl::loader::if_index(&spec.iface)?;
+    let mut ebpf = Ebpf::load(filter_ctl::FLOOD_OBJECT)?;
+    let cfg = FloodConfig {
+        src_base: u32::from(spec.src.addr()),
+        src_random_mask: !u32::from(spec.src.netmask()),
+        randomize_ports: 1,
+        _pad: 0,
+    };
+    Array::try_from(ebpf.map_mut("FLOOD").expect("FLOOD map"))?.set(0, cfg, 0)?;
+    let prog: &mut Xdp = ebpf
+        .program_mut("flood")
+        .expect("flood program")
+        .try_into()?;
+    prog.load()?;
+    let frame = template(spec);
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+    // rx_queue_index, egress_ifindex.
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let start = Instant::now();
+    let mut sent = 0u64;
+    // Rate control in 10 ms slices.
+    const SLICE: Duration = Duration::from_millis(10);
+    while sent < count && start.elapsed() < duration {
+        let batch = if spec.rate == 0 {
+            262_144
+        } else {
+            let due = (start.elapsed() + SLICE).as_secs_f64() * spec.rate as f64;
+            (due as u64).saturating_sub(sent)
+        };
+        let batch = batch.min(count - sent).min(u32::MAX as u64) as u32;
+        if batch == 0 {
+            std::thread::sleep(SLICE / 2);
+            continue;
+        }
+        prog.test_run(TestRunOptions {
+            data_in: Some(&frame),
+            ctx_in: Some(&ctx),
+            repeat: batch,
+            attrs: TestRunAttrs::new().xdp_live_frames(64),
+            ..TestRunOptions::default()
+        })?;
+        sent += batch as u64;
+    }
+    Ok(Report {
+        sent,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Real connections: connect, then close at once.
+fn churn(spec: &Spec, duration: Duration, count: u64) -> anyhow::Result<Report> {
+    use socket2::{Domain, Socket, Type};
+    let start = Instant::now();
+    let mut sent = 0;
+    let src = std::net::SocketAddr::from(SocketAddrV4::new(spec.src.addr(), 0));
+    while sent < count && start.elapsed() < duration {
+        if spec.rate > 0 {
+            let due = start.elapsed().as_secs_f64() * spec.rate as f64;
+            if sent as f64 >= due {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+        }
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        s.bind(&src.into())?;
+        let _ = s.connect_timeout(
+            &std::net::SocketAddr::from(spec.dst).into(),
+            Duration::from_millis(200),
+        );
+        sent += 1;
+    }
+    Ok(Report {
+        sent,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Parses `02:00:00:00:00:01`.
+pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let parts: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("'{s}' is not a MAC address"))?;
+    parts
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("'{s}' is not a MAC address"))
+}
+
+/// `10.0.0.0/8` as it is, `10.1.2.3` as `10.1.2.3/32`.
+pub fn parse_src(src: &str) -> anyhow::Result<Ipv4Net> {
+    let text = if src.contains('/') {
+        src.to_owned()
+    } else {
+        format!("{src}/32")
+    };
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("'{src}' is not an IPv4 address or CIDR"))
+}
+
+/// A spec aimed at the rig's server from its attacker side.
+pub fn rig_spec(kind: Kind, src: &str, rate: u64, duration: Duration) -> Spec {
+    use crate::rig::*;
+    Spec {
+        kind,
+        iface: ATT_IF.into(),
+        src: parse_src(src).expect("source"),
+        dst: SocketAddrV4::new(SRV_ATT_IP.parse::<Ipv4Addr>().unwrap(), 8080),
+        src_mac: parse_mac(ATT_MAC).unwrap(),
+        dst_mac: parse_mac(SRV_ATT_MAC).unwrap(),
+        rate,
+        duration,
+        count: MAX_PACKETS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_is_a_valid_ipv4_tcp_frame() {
+        let spec = rig_spec(Kind::Fin, "10.200.0.0/16", 0, Duration::from_secs(1));
+        let f = template(&spec);
+        assert_eq!(f.len(), 54);
+        assert_eq!(&f[12..14], &[0x08, 0x00]);
+        assert_eq!(u16::from_be_bytes([f[16], f[17]]), 40);
+        assert_eq!(&f[30..34], &[10, 77, 1, 1]);
+        assert_eq!(u16::from_be_bytes([f[36], f[37]]), 8080);
+        assert_eq!(f[47], 0x11);
+        assert!(parse_mac("02:00:zz:00:00:01").is_err());
+    }
+}

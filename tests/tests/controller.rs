@@ -1,0 +1,239 @@
+//! The controller end to end: the real `filter-ctl run` in the rig's server
+//! namespace, bounded floods from the attacker namespace (crafted with the
+//! XDP generator), and a legitimate client that must keep connecting.
+//!
+//! "Within N intervals" is asserted on the controller's own cycle counter,
+//! not on wall-clock time.
+
+use std::{
+    net::SocketAddr,
+    thread,
+    time::{Duration, Instant},
+};
+
+use filter_tests::{
+    attack::{self, Kind, Report},
+    controller::Controller,
+    netns::{connect_to, NetNs, Server},
+    rig::{CLI_IP, SRV_ATT_IF, SRV_CLI_IP},
+};
+use serde_json::Value;
+
+const INTERVAL: &str = "interval: 500ms\n";
+
+fn flood(
+    c: &Controller,
+    kind: Kind,
+    src: &str,
+    rate: u64,
+    secs: u64,
+) -> thread::JoinHandle<Report> {
+    let ns = NetNs::existing(&c.rig.att.name);
+    let spec = attack::rig_spec(kind, src, rate, Duration::from_secs(secs));
+    thread::spawn(move || ns.run(move || attack::run(&spec)).expect("flood"))
+}
+
+fn legit_server(c: &Controller) -> Server {
+    Server::start_on(&c.rig.srv, "0.0.0.0:8080".parse().unwrap())
+}
+
+/// `n` connects from the legitimate client; how many completed.
+fn legit_connects(c: &Controller, n: usize) -> usize {
+    let dst: SocketAddr = format!("{SRV_CLI_IP}:8080").parse().unwrap();
+    (0..n)
+        .filter(|_| connect_to(&c.rig.cli, CLI_IP, dst, Duration::from_secs(2)).is_ok())
+        .count()
+}
+
+/// Polls status until `done` holds (10 s at most); returns that status.
+fn wait_status(c: &Controller, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = c.status();
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s}\n{}",
+            c.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn promoted_within_two_intervals(kind: Kind, reason: &str) {
+    filter_tests::require_root();
+    let c = Controller::start(INTERVAL);
+    let server = legit_server(&c);
+    let cycles0 = c.status()["cycles"].as_u64().unwrap();
+    let attacker = "10.200.1.1";
+    let f = flood(&c, kind, attacker, 20_000, 4);
+
+    let s = wait_status(&c, "a promotion", |s| s["promotions"].as_u64() >= Some(1));
+    let cycles = s["cycles"].as_u64().unwrap() - cycles0;
+    assert!(cycles <= 2, "promoted after {cycles} intervals");
+    assert_eq!(c.blocked(), [format!("{attacker}/32")]);
+
+    // The legitimate client keeps completing handshakes during the flood.
+    let ok = legit_connects(&c, 20);
+    let dropped_mid = c.stat("blocked_exact");
+    let report = f.join().unwrap();
+    assert!(report.sent > 20_000, "{report:?}");
+    assert_eq!(ok, 20, "legit client during a {reason}");
+    assert_eq!(server.accepted_from(CLI_IP), 20);
+    // ...and the flood stays dropped after the promotion.
+    let dropped = c.stat("blocked_exact");
+    assert!(
+        dropped > dropped_mid && dropped > 10_000,
+        "{dropped_mid} -> {dropped}"
+    );
+
+    let events = c.audit_events();
+    let promote = events
+        .iter()
+        .find(|e| e["event"] == "promote")
+        .expect("audited");
+    assert_eq!(promote["source"], format!("{attacker}/32"));
+    assert_eq!(promote["reason"], reason);
+    assert!(promote["rate"].as_f64().unwrap() > promote["threshold"].as_f64().unwrap());
+    assert_eq!(promote["ttl_s"], 600);
+    assert!(promote["ts"].is_string());
+}
+
+#[test]
+fn syn_flood_is_promoted_within_two_intervals_while_a_client_connects() {
+    promoted_within_two_intervals(Kind::Syn, "syn_flood");
+}
+
+#[test]
+fn rst_flood_is_promoted_within_two_intervals_while_a_client_connects() {
+    promoted_within_two_intervals(Kind::Rst, "rst_flood");
+}
+
+#[test]
+fn fin_flood_is_promoted_within_two_intervals_while_a_client_connects() {
+    promoted_within_two_intervals(Kind::Fin, "fin_flood");
+}
+
+#[test]
+fn sigkill_mid_flood_leaves_the_filter_dropping_and_a_restart_keeps_every_entry() {
+    filter_tests::require_root();
+    let mut c = Controller::start(INTERVAL);
+    c.ctl_ok(&[
+        "block",
+        "198.51.100.0/24",
+        "--reason",
+        "kept across restart",
+    ]);
+    let f = flood(&c, Kind::Syn, "10.200.2.2", 20_000, 5);
+    wait_status(&c, "a promotion", |s| s["promotions"].as_u64() >= Some(1));
+    let prog = c.xdp_prog_id(SRV_ATT_IF).expect("attached");
+
+    assert!(!c.kill(libc::SIGKILL).success());
+    // Nobody runs the control loop now; the kernel keeps dropping.
+    let before = c.stat("blocked_exact");
+    thread::sleep(Duration::from_millis(500));
+    let after = c.stat("blocked_exact");
+    assert!(
+        after > before + 1000,
+        "not dropping without the controller: {before} -> {after}"
+    );
+    assert_eq!(c.ctl(&["status"]).status.code(), Some(3));
+
+    c.spawn();
+    let mut blocked = c.blocked();
+    blocked.sort();
+    assert_eq!(blocked, ["10.200.2.2/32", "198.51.100.0/24"]);
+    // The same program, re-adopted: no second attach.
+    assert_eq!(c.xdp_prog_id(SRV_ATT_IF), Some(prog));
+    let start = c
+        .audit_events()
+        .into_iter()
+        .rfind(|e| e["event"] == "start")
+        .unwrap();
+    assert_eq!(start["readopted"].as_array().unwrap().len(), 2, "{start}");
+    f.join().unwrap();
+}
+
+#[test]
+fn set_threshold_changes_behaviour_live_and_survives_a_restart() {
+    filter_tests::require_root();
+    let mut c = Controller::start(&format!("{INTERVAL}thresholds: {{ syn: 100000 }}\n"));
+    let f = flood(&c, Kind::Syn, "10.200.3.3", 5_000, 6);
+    thread::sleep(Duration::from_millis(1500));
+    assert!(
+        c.blocked().is_empty(),
+        "promoted under a 100000/s threshold"
+    );
+
+    let cycles0 = c.status()["cycles"].as_u64().unwrap();
+    let out = c.ctl_ok(&["set", "threshold", "syn", "1000"]);
+    assert!(out.contains("100000 -> 1000"), "{out}");
+    let s = wait_status(&c, "a promotion", |s| s["promotions"].as_u64() >= Some(1));
+    assert!(s["cycles"].as_u64().unwrap() - cycles0 <= 2);
+    assert_eq!(c.blocked(), ["10.200.3.3/32"]);
+    f.join().unwrap();
+
+    // Bad values change nothing.
+    assert!(!c.ctl(&["set", "threshold", "syn", "lots"]).status.success());
+    assert!(!c.ctl(&["set", "threshold", "urg", "5"]).status.success());
+
+    c.kill(libc::SIGTERM);
+    c.spawn();
+    let t = c.json(&["get", "threshold", "syn", "--json"]);
+    assert_eq!(t[0]["value"], 1000);
+    assert_eq!(t[0]["overridden"], true);
+    assert_eq!(t[0]["policy"], 100000);
+    let set = c
+        .audit_events()
+        .into_iter()
+        .find(|e| e["event"] == "set_threshold")
+        .unwrap();
+    assert_eq!(
+        (set["old"].as_u64(), set["new"].as_u64()),
+        (Some(100000), Some(1000))
+    );
+}
+
+#[test]
+fn an_invalid_policy_on_reload_changes_nothing() {
+    filter_tests::require_root();
+    let c = Controller::start(INTERVAL);
+    let before = c.status();
+
+    c.write_policy(&format!("{INTERVAL}thresholds: {{ syn: lots }}\n"));
+    let out = c.ctl(&["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("thresholds.syn") && err.contains("line"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // The same through SIGHUP.
+    c.signal(libc::SIGHUP);
+    thread::sleep(Duration::from_millis(300));
+
+    let after = c.status();
+    assert_eq!(after["interfaces"], before["interfaces"]);
+    assert_eq!(after["thresholds"], before["thresholds"]);
+    assert_eq!(
+        after["pid"], before["pid"],
+        "the controller must survive a bad reload"
+    );
+    let rejected = c
+        .audit_events()
+        .iter()
+        .filter(|e| e["event"] == "reload_rejected")
+        .count();
+    assert_eq!(rejected, 2);
+
+    // A valid change then applies.
+    c.write_policy(&format!("{INTERVAL}thresholds: {{ syn: 300 }}\n"));
+    c.ctl_ok(&["reload"]);
+    assert_eq!(
+        c.json(&["get", "threshold", "syn", "--json"])[0]["value"],
+        300
+    );
+}
