@@ -3,7 +3,9 @@
 //!
 //!   cargo xtask setup   install prerequisites (idempotent, fast when present)
 //!   cargo xtask test    every test: unit, kernel (BPF_PROG_TEST_RUN), netns
-//!   cargo xtask demo    the data-path demo in network namespaces
+//!   cargo xtask demo    the controller stopping a flood in a namespace rig
+//!   cargo xtask rig     up | down: the rig, for experiments
+//!   cargo xtask attack  a bounded flood from the rig's attacker namespace
 //!   cargo xtask bench   ns/packet per verdict beside a bare XDP_DROP
 //!   cargo xtask lint    rustfmt and clippy (split for the eBPF crate)
 
@@ -36,9 +38,20 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Run the demo: namespaces, the filter attached, an attacker blocked
-    /// while a legitimate client keeps connecting.
+    /// Run the demo: the rig, the controller with the default policy, a
+    /// bounded SYN flood and a legitimate client; prints what was blocked.
     Demo,
+    /// Bring the namespace rig (filt-att, filt-cli, filt-srv) up or down.
+    Rig {
+        #[arg(value_parser = ["up", "down"])]
+        action: String,
+    },
+    /// Send a bounded flood from the rig's attacker namespace (arguments go
+    /// to filter-attack; try `cargo xtask attack -- --help`).
+    Attack {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Benchmark the data path through BPF_PROG_TEST_RUN.
     Bench,
     /// Check formatting and run clippy with warnings denied.
@@ -60,22 +73,9 @@ fn main() -> Result<()> {
             cmd.args(["--", "--test-threads=1"]);
             run(&mut cmd)
         }
-        Task::Demo => {
-            setup::ensure(&root)?;
-            run(cargo(&root).args(["build", "--quiet", "--package", "filter-ctl"]))?;
-            let ctl = root.join("target/debug/filter-ctl");
-            run(cargo(&root)
-                .args([
-                    "run",
-                    "--quiet",
-                    "--package",
-                    "filter-tests",
-                    "--bin",
-                    "filter-demo",
-                    "--",
-                ])
-                .arg(ctl))
-        }
+        Task::Demo => tool(&root, "filter-demo", &[]),
+        Task::Rig { action } => tool(&root, "filter-rig", &[action]),
+        Task::Attack { args } => tool(&root, "filter-attack", &args),
         Task::Bench => {
             setup::ensure(&root)?;
             run(cargo(&root).args(["bench", "--package", "filter-tests", "--bench", "datapath"]))
@@ -113,6 +113,21 @@ fn main() -> Result<()> {
                 ]))
         }
     }
+}
+
+/// Builds filter-ctl and the test tools, then runs one tool binary.
+fn tool(root: &Path, bin: &str, args: &[String]) -> Result<()> {
+    setup::ensure(root)?;
+    run(cargo(root).args([
+        "build",
+        "--quiet",
+        "--package",
+        "filter-ctl",
+        "--package",
+        "filter-tests",
+        "--bins",
+    ]))?;
+    run(Command::new(root.join("target/debug").join(bin)).args(args))
 }
 
 fn workspace_root() -> PathBuf {

@@ -1,165 +1,116 @@
-//! `cargo xtask demo`: the data path in a namespace rig, driven through the
-//! real `filter-ctl` binary.
+//! `cargo xtask demo`: the whole product in a namespace rig, under a minute.
 //!
-//! An attacker and a legitimate client share the client side of a veth
-//! pair; the protected host runs a TCP listener with the filter attached in
-//! native mode. The attacker's SYN bursts are counted, the operator blocks
-//! it, and the legitimate client keeps connecting. Everything is torn down
-//! at the end, also on failure.
+//! Brings up the rig (attacker, client, server namespaces), starts the real
+//! controller with the default policy on the server's two interfaces, runs
+//! a bounded SYN flood from two attacker sources plus a spoofed
+//! random-source flood, while a legitimate client keeps connecting. Prints
+//! what got blocked, the drop counters and the client's success rate, then
+//! tears everything down (also on failure).
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Command,
+    thread,
     time::{Duration, Instant},
 };
 
 use filter_tests::{
-    netns::{connect_from, BpfFs, NetNs, Pair, Server, SERVER},
+    attack::{self, Kind},
+    controller::Controller,
+    netns::{connect_to, NetNs, Server},
     require_root,
+    rig::{CLI_IP, SPOOF_NET, SRV_CLI_IP},
 };
-use socket2::{Domain, Socket, Type};
 
-const ATTACKER: &str = "10.199.0.66";
-const LEGIT: &str = "10.199.0.10";
-/// SYNs per attacker burst (each a fresh nonblocking connect).
-const BURST: usize = 300;
-const LEGIT_CONNECTS: usize = 20;
+const FLOOD_SECS: u64 = 6;
+const ATTACKERS: [&str; 2] = ["10.200.1.1", "10.200.2.2"];
+const PER_ATTACKER_PPS: u64 = 25_000;
+const SPOOFED_PPS: u64 = 200_000;
 
 fn main() {
-    let ctl = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .expect("usage: filter-demo PATH-TO-filter-ctl"),
-    );
     require_root();
-    let started = Instant::now();
-    let pair = Pair::new(&[ATTACKER, LEGIT]);
-    let fs = BpfFs::new();
-    let pin = fs.path("filter");
-    let server = Server::start(&pair.server);
-    println!("== rig: attacker {ATTACKER} and client {LEGIT} -> server {SERVER}");
+    let t0 = Instant::now();
+    println!("== bringing up the rig and starting `filter-ctl run` with the default policy");
+    let c = Controller::start("");
+    let server = Server::start_on(&c.rig.srv, "0.0.0.0:8080".parse().unwrap());
+    show(&c, &["status"]);
 
-    step(
-        "attach the filter to the server's interface (native XDP)",
-        &ctl,
-        &pin,
-        Some(&pair.server),
-        &["attach", &pair.server_if, "--xdp-mode", "native"],
-    );
-
-    println!("\n== attacker sends a burst of {BURST} SYNs");
-    syn_burst(&pair.client, ATTACKER, BURST);
-    let ok = legit_round(&pair.client);
-    println!("legit client: {ok}/{LEGIT_CONNECTS} connections completed");
-    step(
-        "per-source counters",
-        &ctl,
-        &pin,
-        None,
-        &["list", "sources", "--sort", "syn"],
-    );
-
-    step(
-        "the operator blocks the attacker",
-        &ctl,
-        &pin,
-        None,
-        &[
-            "block",
-            ATTACKER,
-            "--ttl",
-            "10m",
-            "--reason",
-            "syn burst (demo)",
-        ],
-    );
-    println!("\n== attacker sends another burst of {BURST} SYNs");
-    let accepted_before = server.accepted_from(ATTACKER);
-    syn_burst(&pair.client, ATTACKER, BURST);
-    let attacker_connect = connect_from(&pair.client, ATTACKER, Duration::from_millis(800));
-    let ok = legit_round(&pair.client);
     println!(
-        "attacker full connect attempt: {}",
-        match attacker_connect {
-            Ok(()) => "CONNECTED (the block did not hold!)".to_owned(),
-            Err(e) => format!("failed ({e})"),
+        "\n== flood for {FLOOD_SECS}s: SYNs from {} at {PER_ATTACKER_PPS} pps each, plus {SPOOFED_PPS} pps of SYNs from random sources in {SPOOF_NET}; a legitimate client ({CLI_IP}) keeps connecting",
+        ATTACKERS.join(" and ")
+    );
+    let mut floods: Vec<_> = ATTACKERS
+        .iter()
+        .map(|src| flood(&c, src, PER_ATTACKER_PPS))
+        .collect();
+    floods.push(flood(&c, SPOOF_NET, SPOOFED_PPS));
+    let dst: SocketAddr = format!("{SRV_CLI_IP}:8080").parse().unwrap();
+    let (mut ok, mut tried) = (0, 0);
+    let mut latencies = Vec::new();
+    let end = Instant::now() + Duration::from_secs(FLOOD_SECS);
+    while Instant::now() < end {
+        let t = Instant::now();
+        tried += 1;
+        if connect_to(&c.rig.cli, CLI_IP, dst, Duration::from_secs(2)).is_ok() {
+            ok += 1;
+            latencies.push(t.elapsed());
         }
-    );
-    println!(
-        "legit client: {ok}/{LEGIT_CONNECTS} connections completed ({:.0}% success)",
-        100.0 * ok as f64 / LEGIT_CONNECTS as f64
-    );
-    step("blocklist", &ctl, &pin, None, &["list", "blocked"]);
-    step("verdict counters", &ctl, &pin, None, &["stats"]);
-    let leaked = server.accepted_from(ATTACKER) - accepted_before;
+        thread::sleep(Duration::from_millis(50));
+    }
+    let mut sent = 0;
+    for f in floods {
+        sent += f.join().unwrap().sent;
+    }
+    latencies.sort();
+    let median = latencies
+        .get(latencies.len() / 2)
+        .copied()
+        .unwrap_or_default();
 
-    step(
-        "detach and remove all state",
-        &ctl,
-        &pin,
-        None,
-        &["detach", "--all", "--purge"],
-    );
+    println!("\n== what the controller promoted (audit log: promote events)");
+    for e in c.audit_events().iter().filter(|e| e["event"] == "promote") {
+        println!(
+            "  {}  {} at {}/s (threshold {}/s) -> blocked for {}s",
+            e["ts"].as_str().unwrap_or(""),
+            e["source"].as_str().unwrap_or(""),
+            e["rate"],
+            e["threshold"],
+            e["ttl_s"]
+        );
+    }
+    show(&c, &["list", "blocked"]);
+    show(&c, &["stats"]);
+    show(&c, &["status"]);
+
+    let blocked = c.blocked();
+    let promoted_all = ATTACKERS
+        .iter()
+        .all(|a| blocked.contains(&format!("{a}/32")));
+    let rate = 100.0 * ok as f64 / tried.max(1) as f64;
     println!(
-        "\n== done in {:.1}s: attacker connections accepted while blocked: {leaked}; legit success {ok}/{LEGIT_CONNECTS}",
-        started.elapsed().as_secs_f64()
+        "\n== summary ({:.0}s): {sent} attack packets sent; attackers blocked: {}; legitimate client: {ok}/{tried} connections ({rate:.0}%), median connect {:.2} ms; accepted by the server: {}",
+        t0.elapsed().as_secs_f64(),
+        if promoted_all { "all" } else { "NOT ALL" },
+        median.as_secs_f64() * 1e3,
+        server.accepted_from(CLI_IP)
     );
-    if leaked > 0 || ok < LEGIT_CONNECTS {
-        eprintln!("demo FAILED: the filter did not behave as expected");
+    println!("== tearing down");
+    drop(server);
+    drop(c);
+    if !promoted_all || rate < 95.0 {
+        eprintln!("demo FAILED: expected every attacker blocked and >= 95% legit success");
         std::process::exit(1);
     }
 }
 
-/// Prints and runs one `filter-ctl` command (inside `ns` if given).
-fn step(title: &str, ctl: &Path, pin: &Path, ns: Option<&NetNs>, args: &[&str]) {
-    let shown: Vec<String> = args
-        .iter()
-        .map(|a| {
-            if a.contains(' ') {
-                format!("'{a}'")
-            } else {
-                a.to_string()
-            }
-        })
-        .collect();
-    println!("\n== {title}\n$ filter-ctl {}", shown.join(" "));
-    let mut cmd = match ns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &ns.name]).arg(ctl);
-            c
-        }
-        None => Command::new(ctl),
-    };
-    let status = cmd
-        .env("FILTER_PIN_DIR", pin)
-        .args(args)
-        .status()
-        .expect("running filter-ctl");
-    assert!(status.success(), "filter-ctl {args:?} failed");
+fn flood(c: &Controller, src: &str, pps: u64) -> thread::JoinHandle<attack::Report> {
+    let ns = NetNs::existing(&c.rig.att.name);
+    let spec = attack::rig_spec(Kind::Syn, src, pps, Duration::from_secs(FLOOD_SECS));
+    thread::spawn(move || ns.run(move || attack::run(&spec)).expect("flood"))
 }
 
-/// `n` nonblocking connects from `src`: one SYN each, never completed.
-fn syn_burst(ns: &NetNs, src: &str, n: usize) {
-    let src: std::net::IpAddr = src.parse().unwrap();
-    ns.run(move || {
-        let dst: SocketAddr = SERVER.parse().unwrap();
-        let mut socks = Vec::with_capacity(n);
-        for _ in 0..n {
-            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-            s.set_nonblocking(true).unwrap();
-            s.bind(&SocketAddr::new(src, 0).into()).unwrap();
-            let _ = s.connect(&dst.into()); // EINPROGRESS: the SYN is out
-            socks.push(s);
-        }
-        // Let the SYNs leave (and SYN-ACKs come back) before closing.
-        std::thread::sleep(Duration::from_millis(200));
-    });
-}
-
-fn legit_round(ns: &NetNs) -> usize {
-    (0..LEGIT_CONNECTS)
-        .filter(|_| connect_from(ns, LEGIT, Duration::from_secs(2)).is_ok())
-        .count()
+fn show(c: &Controller, args: &[&str]) {
+    println!("\n$ filter-ctl {}", args.join(" "));
+    let out = c.ctl(args);
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
 }
