@@ -377,6 +377,22 @@ mod tests {
     }
 
     #[test]
+    fn expiry_is_judged_against_the_given_clock() {
+        let net: IpNet = "192.0.2.0/24".parse().unwrap();
+        let mut raw = new_entry(filter_common::list_reason::DETECTOR, None, "x");
+        raw.expires_ns = 10_000_000_000;
+        let at = |now| listed(net, ListKind::Block, "cidr", raw, now);
+        assert!(!at(9_000_000_000).expired);
+        assert_eq!(at(7_500_000_000).expires_in_s, Some(2));
+        assert!(at(10_000_000_000).expired);
+        assert!(at(99_000_000_000).expired);
+        assert_eq!(at(99_000_000_000).reason, "detector");
+        raw.expires_ns = 0;
+        let forever = listed(net, ListKind::Block, "cidr", raw, u64::MAX);
+        assert!(!forever.expired && forever.expires_in_s.is_none());
+    }
+
+    #[test]
     fn per_cpu_counters_sum() {
         let a = SourceCounters {
             syn: 2,

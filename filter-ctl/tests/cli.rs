@@ -62,6 +62,36 @@ fn cli_reference_matches_help() {
     }
 }
 
+/// docs/policy.md must carry the current default policy.
+#[test]
+fn policy_reference_carries_the_default_policy() {
+    const BEGIN: &str =
+        "<!-- BEGIN DEFAULT POLICY: UPDATE_CLI_DOCS=1 cargo test -p filter-ctl --test cli -->";
+    const END: &str = "<!-- END DEFAULT POLICY -->";
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/policy.md");
+    let doc = std::fs::read_to_string(&path).expect("docs/policy.md");
+    let (head, rest) = doc.split_once(BEGIN).expect("begin marker");
+    let (_, tail) = rest.split_once(END).expect("end marker");
+    let fresh = format!(
+        "{head}{BEGIN}\n\n```yaml\n{}```\n\n{END}{tail}",
+        filter_ctl::policy::DEFAULT_POLICY
+    );
+    if std::env::var_os("UPDATE_CLI_DOCS").is_some() {
+        std::fs::write(&path, &fresh).unwrap();
+    } else {
+        assert!(doc == fresh, "docs/policy.md is out of date: run UPDATE_CLI_DOCS=1 cargo test -p filter-ctl --test cli");
+    }
+    // And `policy defaults` prints exactly that.
+    let out = Command::new(BIN)
+        .args(["policy", "defaults"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        filter_ctl::policy::DEFAULT_POLICY
+    );
+}
+
 fn ctl(pin: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .env("FILTER_PIN_DIR", pin)
@@ -113,6 +143,23 @@ fn bad_arguments_are_rejected_before_anything_is_opened() {
     for (args, needle) in cases {
         assert_one_line_error(&ctl(nowhere, args), needle);
     }
+    // A bad policy file: one line naming the field and the line.
+    let bad = std::env::temp_dir().join(format!("filter-bad-policy-{}.yaml", std::process::id()));
+    std::fs::write(&bad, "interval: 1s\nthresholds:\n  syn: lots\n").unwrap();
+    let out = ctl(nowhere, &["policy", "check", bad.to_str().unwrap()]);
+    assert_one_line_error(&out, "thresholds.syn");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 3"));
+    std::fs::write(&bad, "interval: 1s\n").unwrap();
+    assert!(ctl(nowhere, &["policy", "check", bad.to_str().unwrap()]).status.success());
+    std::fs::remove_file(&bad).unwrap();
+    assert_one_line_error(&ctl(nowhere, &["policy", "check", "/nonexistent.yaml"]), "cannot read");
+    // Verbs that need the controller say so when none runs.
+    let out = Command::new(BIN)
+        .args(["--socket", "/nonexistent/ctl.sock", "set", "threshold", "syn", "5"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "no controller is running");
+
     // Clap's own errors (bad duration, unknown verb) exit 2 with usage help.
     let out = ctl(nowhere, &["block", "1.2.3.4", "--ttl", "5x"]);
     assert_eq!(out.status.code(), Some(2));
