@@ -17,6 +17,9 @@ pub mod map_names {
     pub const SKETCH: &str = "SKETCH";
     /// `PerCpuArray<SourceCounters>`, one slot: staging for new entries.
     pub const SCRATCH: &str = "SCRATCH";
+    /// `LruHashMap<FlowKey, u64>`: SYNs of tracked sources awaiting the
+    /// handshake's ACK (value: when the SYN was seen).
+    pub const FLOWS: &str = "FLOWS";
     /// `LpmTrie<[u8; 4], ListEntry>`: IPv4 allowlist.
     pub const ALLOW_V4: &str = "ALLOW_V4";
     /// `LpmTrie<[u8; 16], ListEntry>`: IPv6 allowlist.
@@ -31,12 +34,13 @@ pub mod map_names {
     pub const BLOCK_NET_V6: &str = "BLOCK_NET_V6";
 
     /// Every map the program owns, in a stable order (pinning, inspection).
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         CONFIG,
         STATS,
         SOURCES,
         SKETCH,
         SCRATCH,
+        FLOWS,
         ALLOW_V4,
         ALLOW_V6,
         BLOCK_V4,
@@ -59,6 +63,8 @@ pub mod capacity {
     pub const BLOCK_EXACT: u32 = 262_144;
     /// CIDR blocks per family.
     pub const BLOCK_NET: u32 = 65_536;
+    /// Half-open handshakes of tracked sources.
+    pub const FLOWS: u32 = 65_536;
 }
 
 /// Slots in the stats array. More than [`Reason::COUNT`] so that later
@@ -211,8 +217,26 @@ pub struct SourceCounters {
     pub last_seen_ns: u64,
     /// Packets this CPU dropped for the source's rate limits.
     pub limited: u64,
+    /// Handshakes completed: a pure ACK on a flow whose SYN was seen.
+    pub new_conns: u64,
+    /// SYNs on this CPU whose ACK has not come yet (a hint that spares the
+    /// flow look-up for ordinary ACKs; reset when a look-up misses).
+    pub pending_syns: u64,
     /// This CPU's token buckets, one per flag class (see [`flag`]).
     pub buckets: [Bucket; flag::COUNT],
+}
+
+/// A TCP flow as the server sees it: the client's full address and port,
+/// and the local port. Addresses in network byte order (IPv4 in the first
+/// four bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub addr: [u8; 16],
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u16,
 }
 
 /// An allowlist or blocklist entry.
@@ -353,6 +377,7 @@ mod pod {
     unsafe impl aya::Pod for Bucket {}
     unsafe impl aya::Pod for RateLimit {}
     unsafe impl aya::Pod for FloodConfig {}
+    unsafe impl aya::Pod for FlowKey {}
 }
 
 #[cfg(test)]
@@ -363,7 +388,8 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<SourceKey>(), 20);
-        assert_eq!(size_of::<SourceCounters>(), 10 * 8 + flag::COUNT * 16);
+        assert_eq!(size_of::<SourceCounters>(), 12 * 8 + flag::COUNT * 16);
+        assert_eq!(size_of::<FlowKey>(), 24);
         assert_eq!(size_of::<ListEntry>(), 8 + 8 + 4 + 4 + LIST_NOTE_LEN);
         assert_eq!(size_of::<Config>(), 8 + flag::COUNT * 8 + 24);
         assert_eq!(size_of::<StatValue>(), 16);

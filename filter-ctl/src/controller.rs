@@ -170,7 +170,7 @@ impl Controller {
     pub fn cycle(&mut self) -> anyhow::Result<()> {
         let t0 = Instant::now();
         let cur = self.snapshot()?;
-        let detections = detect::detect(&self.prev, &cur, self.thresholds().by_class());
+        let detections = detect::detect(&self.prev, &cur, self.thresholds().by_metric());
         if !detections.is_empty() {
             let allow: Vec<IpNet> = self
                 .maps
@@ -195,7 +195,7 @@ impl Controller {
                     self.state
                         .offenders
                         .promote(&net, now_unix, &self.policy.blocking);
-                let note = format!("{} {:.0}/s > {}/s", d.flag_name(), d.rate, d.threshold);
+                let note = format!("{} {:.0}/s > {}/s", d.metric_name(), d.rate, d.threshold);
                 self.maps.insert(
                     ListKind::Block,
                     net,
@@ -206,7 +206,7 @@ impl Controller {
                     "promote",
                     json!({
                         "source": net.to_string(),
-                        "reason": format!("{}_flood", d.flag_name()),
+                        "reason": format!("{}_flood", d.metric_name()),
                         "rate": (d.rate * 10.0).round() / 10.0,
                         "threshold": d.threshold,
                         "ttl_s": ttl.as_secs(),

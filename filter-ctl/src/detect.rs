@@ -16,25 +16,33 @@ pub struct Snapshot {
     pub sources: HashMap<SourceKey, SourceCounters>,
 }
 
-/// Packets per second of each flag class (see [`flag`]) between two
-/// readings of one source. An entry that was evicted and re-created in
-/// between (different first-seen, or counters that went down) counts from
-/// zero.
+/// What the detectors measure per source: the five flag classes (indexed
+/// as [`flag`]) and completed handshakes.
+pub const METRICS: [&str; METRIC_COUNT] =
+    ["syn", "syn_ack", "ack", "rst", "fin", "new_connections"];
+pub const METRIC_COUNT: usize = flag::COUNT + 1;
+pub const NEW_CONNECTIONS: usize = flag::COUNT;
+
+fn metrics(c: &SourceCounters) -> [u64; METRIC_COUNT] {
+    [c.syn, c.syn_ack, c.ack, c.rst, c.fin, c.new_conns]
+}
+
+/// Per-second rate of each metric between two readings of one source. An
+/// entry that was evicted and re-created in between (different first-seen,
+/// or counters that went down) counts from zero.
 pub fn rates(
     prev: Option<&SourceCounters>,
     cur: &SourceCounters,
     dt: Duration,
-) -> [f64; flag::COUNT] {
+) -> [f64; METRIC_COUNT] {
     let secs = dt.as_secs_f64().max(1e-3);
-    let now = [cur.syn, cur.syn_ack, cur.ack, cur.rst, cur.fin];
+    let now = metrics(cur);
     let before = match prev {
-        Some(p) if p.first_seen_ns == cur.first_seen_ns && p.packets <= cur.packets => {
-            [p.syn, p.syn_ack, p.ack, p.rst, p.fin]
-        }
-        _ => [0; flag::COUNT],
+        Some(p) if p.first_seen_ns == cur.first_seen_ns && p.packets <= cur.packets => metrics(p),
+        _ => [0; METRIC_COUNT],
     };
-    let mut out = [0.0; flag::COUNT];
-    for i in 0..flag::COUNT {
+    let mut out = [0.0; METRIC_COUNT];
+    for i in 0..METRIC_COUNT {
         out[i] = now[i].saturating_sub(before[i]) as f64 / secs;
     }
     out
@@ -44,36 +52,36 @@ pub fn rates(
 #[derive(Clone, Debug, PartialEq)]
 pub struct Detection {
     pub key: SourceKey,
-    /// Flag class (index into [`flag::NAMES`]).
-    pub flag: usize,
+    /// Metric (index into [`METRICS`]).
+    pub metric: usize,
     pub rate: f64,
     pub threshold: u64,
 }
 
 impl Detection {
-    pub fn flag_name(&self) -> &'static str {
-        flag::NAMES[self.flag]
+    pub fn metric_name(&self) -> &'static str {
+        METRICS[self.metric]
     }
 }
 
-/// Every source whose rate of some flag class exceeds its threshold
-/// (0 = check off) between `prev` and `cur`. One detection per source: the
-/// class most over its threshold. Sorted by source for determinism.
-pub fn detect(prev: &Snapshot, cur: &Snapshot, thresholds: [u64; flag::COUNT]) -> Vec<Detection> {
+/// Every source whose rate of some metric exceeds its threshold (0 = check
+/// off) between `prev` and `cur`. One detection per source: the metric most
+/// over its threshold. Sorted by source for determinism.
+pub fn detect(prev: &Snapshot, cur: &Snapshot, thresholds: [u64; METRIC_COUNT]) -> Vec<Detection> {
     let dt = Duration::from_nanos(cur.at_ns.saturating_sub(prev.at_ns));
     let mut out: Vec<Detection> = cur
         .sources
         .iter()
         .filter_map(|(key, c)| {
             let r = rates(prev.sources.get(key), c, dt);
-            (0..flag::COUNT)
+            (0..METRIC_COUNT)
                 .filter(|&i| thresholds[i] > 0 && r[i] > thresholds[i] as f64)
                 .max_by(|&a, &b| {
                     (r[a] / thresholds[a] as f64).total_cmp(&(r[b] / thresholds[b] as f64))
                 })
                 .map(|i| Detection {
                     key: *key,
-                    flag: i,
+                    metric: i,
                     rate: r[i],
                     threshold: thresholds[i],
                 })
@@ -183,7 +191,7 @@ mod tests {
 
     #[test]
     fn detects_the_class_most_over_its_threshold() {
-        let t = [200, 20, 5000, 100, 100];
+        let t = [200, 20, 5000, 100, 100, 0];
         let prev = snap(
             10 * S,
             &[
@@ -202,23 +210,38 @@ mod tests {
         let d = detect(&prev, &cur, t);
         assert_eq!(d.len(), 2);
         assert_eq!(
-            (d[0].key, d[0].flag_name(), d[0].rate),
+            (d[0].key, d[0].metric_name(), d[0].rate),
             (key("192.0.2.1"), "rst", 500.0)
         );
         assert_eq!(
-            (d[1].key, d[1].flag_name(), d[1].threshold),
+            (d[1].key, d[1].metric_name(), d[1].threshold),
             (key("192.0.2.3"), "syn", 200)
         );
         // A threshold of 0 switches the check off.
-        assert!(detect(&prev, &cur, [0, 20, 5000, 0, 100]).is_empty());
+        assert!(detect(&prev, &cur, [0, 20, 5000, 0, 100, 0]).is_empty());
         // Exactly at the threshold is not over it.
         let at = snap(11 * S, &[("192.0.2.4", counters(3, 200, 0))]);
         assert!(detect(&prev, &at, t).is_empty());
     }
 
     #[test]
+    fn new_connections_are_a_metric_of_their_own() {
+        let mut churn = counters(1, 300, 0);
+        churn.new_conns = 290;
+        let prev = snap(0, &[]);
+        let cur = snap(S, &[("192.0.2.7", churn)]);
+        let d = detect(&prev, &cur, [1000, 20, 5000, 100, 100, 50]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (d[0].metric_name(), d[0].rate, d[0].threshold),
+            ("new_connections", 290.0, 50)
+        );
+        assert!(detect(&prev, &cur, [1000, 20, 5000, 100, 100, 0]).is_empty());
+    }
+
+    #[test]
     fn allowlisted_and_already_blocked_sources_are_never_promoted() {
-        let t = [10, 10, 10, 10, 10];
+        let t = [10, 10, 10, 10, 10, 10];
         let prev = snap(0, &[]);
         let cur = snap(
             S,

@@ -7,11 +7,14 @@
 
 use std::{fmt, path::PathBuf, time::Duration};
 
-use filter_common::{flag, Config, RateLimit, MAX_RATE_PPS};
+use filter_common::{Config, RateLimit, MAX_RATE_PPS};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::loader::AttachMode;
+use crate::{
+    detect::{METRICS, METRIC_COUNT},
+    loader::AttachMode,
+};
 
 /// The whole policy. Every field has a default (see [`DEFAULT_POLICY`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,10 +48,12 @@ pub struct Thresholds {
     pub ack: u64,
     pub rst: u64,
     pub fin: u64,
+    /// Completed handshakes per second.
+    pub new_connections: u64,
 }
 
 impl Thresholds {
-    pub const NAMES: [&'static str; flag::COUNT] = flag::NAMES;
+    pub const NAMES: [&'static str; METRIC_COUNT] = METRICS;
 
     pub fn get(&self, name: &str) -> Option<u64> {
         Some(match name {
@@ -57,6 +62,7 @@ impl Thresholds {
             "ack" => self.ack,
             "rst" => self.rst,
             "fin" => self.fin,
+            "new_connections" | "new-connections" => self.new_connections,
             _ => return None,
         })
     }
@@ -68,15 +74,23 @@ impl Thresholds {
             "ack" => &mut self.ack,
             "rst" => &mut self.rst,
             "fin" => &mut self.fin,
+            "new_connections" | "new-connections" => &mut self.new_connections,
             _ => return false,
         };
         *slot = value;
         true
     }
 
-    /// Indexed by [`flag`] class.
-    pub fn by_class(&self) -> [u64; flag::COUNT] {
-        [self.syn, self.syn_ack, self.ack, self.rst, self.fin]
+    /// Indexed like [`METRICS`].
+    pub fn by_metric(&self) -> [u64; METRIC_COUNT] {
+        [
+            self.syn,
+            self.syn_ack,
+            self.ack,
+            self.rst,
+            self.fin,
+            self.new_connections,
+        ]
     }
 }
 
@@ -88,6 +102,7 @@ impl Default for Thresholds {
             ack: 5000,
             rst: 100,
             fin: 100,
+            new_connections: 100,
         }
     }
 }
@@ -251,6 +266,7 @@ thresholds:
   ack: 5000        # pure ACKs without payload
   rst: 100
   fin: 100
+  new_connections: 100   # completed handshakes (connection churn)
 
 # In-kernel token bucket per source and flag class (per CPU), so a flood is
 # cut within packets, before the controller's next tick. rate 0 = off.
@@ -559,7 +575,7 @@ mod tests {
         );
         assert_eq!(p.rate_limit.rst, RateLimits::default().rst);
         let cfg = p.kernel_config();
-        assert_eq!(cfg.limits[flag::SYN].rate, 100);
+        assert_eq!(cfg.limits[filter_common::flag::SYN].rate, 100);
         assert_eq!(cfg.ipv6_prefix_len, 64);
     }
 
@@ -644,6 +660,8 @@ mod tests {
         assert_eq!(t.get("syn_ack"), Some(7));
         assert!(!t.set("urg", 1));
         assert_eq!(t.get("urg"), None);
-        assert_eq!(t.by_class()[flag::SYN_ACK], 7);
+        assert_eq!(t.by_metric()[filter_common::flag::SYN_ACK], 7);
+        assert!(t.set("new-connections", 9));
+        assert_eq!(t.by_metric()[crate::detect::NEW_CONNECTIONS], 9);
     }
 }

@@ -150,12 +150,24 @@ fn bad_arguments_are_rejected_before_anything_is_opened() {
     assert_one_line_error(&out, "thresholds.syn");
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 3"));
     std::fs::write(&bad, "interval: 1s\n").unwrap();
-    assert!(ctl(nowhere, &["policy", "check", bad.to_str().unwrap()]).status.success());
+    assert!(ctl(nowhere, &["policy", "check", bad.to_str().unwrap()])
+        .status
+        .success());
     std::fs::remove_file(&bad).unwrap();
-    assert_one_line_error(&ctl(nowhere, &["policy", "check", "/nonexistent.yaml"]), "cannot read");
+    assert_one_line_error(
+        &ctl(nowhere, &["policy", "check", "/nonexistent.yaml"]),
+        "cannot read",
+    );
     // Verbs that need the controller say so when none runs.
     let out = Command::new(BIN)
-        .args(["--socket", "/nonexistent/ctl.sock", "set", "threshold", "syn", "5"])
+        .args([
+            "--socket",
+            "/nonexistent/ctl.sock",
+            "set",
+            "threshold",
+            "syn",
+            "5",
+        ])
         .output()
         .unwrap();
     assert_one_line_error(&out, "no controller is running");

@@ -15,7 +15,7 @@ mod track;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use filter_common::{
-    flag, Config, RateLimit, Reason, SourceKey, DEFAULT_IPV6_PREFIX, FAMILY_V4, FAMILY_V6,
+    flag, Config, FlowKey, RateLimit, Reason, SourceKey, DEFAULT_IPV6_PREFIX, FAMILY_V4, FAMILY_V6,
 };
 
 use crate::{
@@ -35,7 +35,8 @@ pub fn filter(ctx: XdpContext) -> u32 {
 fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
     let (proto, l3) = parse::ethernet(ctx)?;
     let mut clock = Clock::new();
-    let (key, l4) = match proto {
+    // The source's full address (flows) and its identity (counters).
+    let (full, key, l4) = match proto {
         ETH_P_IP => {
             let (src, l4) = parse::ipv4(ctx, l3)?;
             if let Some(r) = lists::check(&ALLOW_V4, &BLOCK_V4, &BLOCK_NET_V4, src, &mut clock) {
@@ -43,13 +44,11 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
             }
             let mut addr = [0u8; 16];
             addr[..4].copy_from_slice(&src);
-            (
-                SourceKey {
-                    family: FAMILY_V4,
-                    addr,
-                },
-                l4,
-            )
+            let key = SourceKey {
+                family: FAMILY_V4,
+                addr,
+            };
+            (addr, key, l4)
         }
         ETH_P_IPV6 => {
             let (src, next, off, payload_len) = parse::ipv6(ctx, l3)?;
@@ -57,26 +56,31 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
                 return Ok(r);
             }
             let l4 = parse::ipv6_ext(ctx, next, off, payload_len)?;
-            (
-                SourceKey {
-                    family: FAMILY_V6,
-                    addr: mask_v6(src, config().ipv6_prefix_len),
-                },
-                l4,
-            )
+            let key = SourceKey {
+                family: FAMILY_V6,
+                addr: mask_v6(src, config().ipv6_prefix_len),
+            };
+            (src, key, l4)
         }
         _ => return Ok(Reason::NonIp),
     };
-    let (class, reason) = match l4 {
+    let (class, reason, flow) = match l4 {
         L4::Tcp { offset, len } => {
-            let (flags, payload) = parse::tcp(ctx, offset, len)?;
-            (Class::of(flags, payload), Reason::Passed)
+            let t = parse::tcp(ctx, offset, len)?;
+            let flow = FlowKey {
+                addr: full,
+                family: key.family as u16,
+                sport: t.sport,
+                dport: t.dport,
+                _pad: 0,
+            };
+            (Class::of(t.flags, t.payload), Reason::Passed, Some(flow))
         }
-        L4::Other => (Class::None, Reason::NonTcp),
-        L4::Fragment => (Class::None, Reason::Fragment),
+        L4::Other => (Class::None, Reason::NonTcp, None),
+        L4::Fragment => (Class::None, Reason::Fragment, None),
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    if track::count(&key, class, bytes, config(), &mut clock) {
+    if track::count(&key, class, bytes, flow.as_ref(), config(), &mut clock) {
         return Ok(Reason::RateLimited);
     }
     Ok(reason)

@@ -3,10 +3,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::LpmTrie, Array, HashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use filter_common::{
-    capacity, Config, ListEntry, Sketch, SourceCounters, SourceKey, StatValue, STATS_SLOTS,
+    capacity, Config, FlowKey, ListEntry, Sketch, SourceCounters, SourceKey, StatValue, STATS_SLOTS,
 };
 
 /// Written by the controller, read on every packet (slot 0).
@@ -26,6 +26,11 @@ pub static SOURCES: LruPerCpuHashMap<SourceKey, SourceCounters> =
 /// its insert (it is too large for the 512-byte BPF stack).
 #[map]
 pub static SCRATCH: PerCpuArray<SourceCounters> = PerCpuArray::with_max_entries(1, 0);
+
+/// Written and read only here: SYNs of tracked sources whose handshake has
+/// not completed yet, to count new connections.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(capacity::FLOWS, 0);
 
 /// Written and read only here: the count-min sketch that gates `SOURCES`.
 #[map]

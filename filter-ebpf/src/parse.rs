@@ -185,10 +185,20 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// The TCP header: its flags byte and the length of its payload. Options are
-/// not read, so only the fixed 20 bytes must be in the frame.
+/// What the filter needs of a TCP header.
+pub struct Tcp {
+    pub flags: u8,
+    /// Bytes of payload after the header and its options.
+    pub payload: usize,
+    /// Ports as they are on the wire (network byte order).
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// The TCP header. Options are not read, so only the fixed 20 bytes must be
+/// in the frame.
 #[inline(always)]
-pub fn tcp(ctx: &XdpContext, off: usize, l3_payload: usize) -> Result<(u8, usize), Malformed> {
+pub fn tcp(ctx: &XdpContext, off: usize, l3_payload: usize) -> Result<Tcp, Malformed> {
     let tcp: *const TcpHdr = ptr_at(ctx, off)?;
     let raw = tcp as *const u8;
     // Byte 12: data offset (high nibble); byte 13: the flags.
@@ -197,5 +207,10 @@ pub fn tcp(ctx: &XdpContext, off: usize, l3_payload: usize) -> Result<(u8, usize
     if doff < TcpHdr::LEN || doff > l3_payload {
         return Err(Malformed);
     }
-    Ok((flags, l3_payload - doff))
+    Ok(Tcp {
+        flags,
+        payload: l3_payload - doff,
+        sport: u16::from_ne_bytes(unsafe { (*tcp).source }),
+        dport: u16::from_ne_bytes(unsafe { (*tcp).dest }),
+    })
 }

@@ -7,13 +7,13 @@
 //! counters per packet instead of inserting (and evicting) an LRU entry.
 
 use filter_common::{
-    flag, Bucket, Config, RateLimit, SourceCounters, SourceKey, SKETCH_COLS, SKETCH_COLS_LOG2,
-    SKETCH_COUNT_MASK, SKETCH_EPOCH_NS_SHIFT, SKETCH_EPOCH_SHIFT,
+    flag, Bucket, Config, FlowKey, RateLimit, SourceCounters, SourceKey, SKETCH_COLS,
+    SKETCH_COLS_LOG2, SKETCH_COUNT_MASK, SKETCH_EPOCH_NS_SHIFT, SKETCH_EPOCH_SHIFT,
 };
 
 use crate::{
     clock::Clock,
-    maps::{SCRATCH, SKETCH, SOURCES},
+    maps::{FLOWS, SCRATCH, SKETCH, SOURCES},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -86,14 +86,21 @@ fn apply(c: &mut SourceCounters, class: Class, bytes: u64, now: u64) {
 /// its rate limit for this packet's class and the packet must be dropped.
 /// Only tracked sources have buckets: an untracked one is never limited.
 #[inline(always)]
-pub fn count(key: &SourceKey, class: Class, bytes: u64, cfg: &Config, clock: &mut Clock) -> bool {
+pub fn count(
+    key: &SourceKey,
+    class: Class,
+    bytes: u64,
+    flow: Option<&FlowKey>,
+    cfg: &Config,
+    clock: &mut Clock,
+) -> bool {
     let now = clock.now();
     if let Some(c) = SOURCES.get_ptr_mut(key) {
         // SAFETY: per-CPU value of a preallocated LRU map, only this CPU
         // writes it while this program runs.
         let c = unsafe { &mut *c };
         apply(c, class, bytes, now);
-        return limited(c, class, cfg, now);
+        return finish(c, class, flow, cfg, now);
     }
     if cfg.track_min_packets > 1 && !heavy(key, cfg.track_min_packets, now) {
         return false;
@@ -106,12 +113,55 @@ pub fn count(key: &SourceKey, class: Class, bytes: u64, cfg: &Config, clock: &mu
     let c = unsafe { &mut *c };
     *c = SourceCounters::default();
     apply(c, class, bytes, now);
-    let over = limited(c, class, cfg, now);
+    let over = finish(c, class, flow, cfg, now);
     // By reference: a by-value insert would copy the value onto the stack.
     let value: &SourceCounters = c;
     // Fails only on memory pressure; the next packet tries again.
     let _ = SOURCES.insert(key, value, 0);
     over
+}
+
+/// Rate limit, then (for a packet that passes) handshake tracking.
+#[inline(always)]
+fn finish(
+    c: &mut SourceCounters,
+    class: Class,
+    flow: Option<&FlowKey>,
+    cfg: &Config,
+    now: u64,
+) -> bool {
+    if limited(c, class, cfg, now) {
+        return true;
+    }
+    if let Some(flow) = flow {
+        handshake(c, class, flow, now);
+    }
+    false
+}
+
+/// Counts completed handshakes of a tracked source: a SYN records its flow,
+/// the first pure ACK on that flow is a new connection. RSS keeps a flow on
+/// one CPU, so the per-CPU `pending_syns` hint spares the look-up for the
+/// ACKs of established flows; a miss resets it (this can only undercount).
+#[inline(always)]
+fn handshake(c: &mut SourceCounters, class: Class, flow: &FlowKey, now: u64) {
+    match class {
+        Class::Syn => {
+            if FLOWS.insert(flow, now, 0).is_ok() {
+                c.pending_syns = c.pending_syns.saturating_add(1);
+            }
+        }
+        Class::Ack if c.pending_syns > 0 => {
+            if FLOWS.get_ptr(flow).is_some() {
+                let _ = FLOWS.remove(flow);
+                c.new_conns += 1;
+                c.pending_syns -= 1;
+            } else {
+                c.pending_syns = 0;
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Takes a token from the source's bucket for `class`; true if there was

@@ -39,6 +39,8 @@ pub struct Packet {
     /// L4 protocol number.
     pub proto: u8,
     pub tcp_flags: u8,
+    pub sport: u16,
+    pub dport: u16,
     /// TCP header length in 32-bit words (5 = no options).
     pub tcp_doff: u8,
     pub payload: usize,
@@ -62,6 +64,8 @@ impl Packet {
             ipv6_ext: Vec::new(),
             proto: PROTO_TCP,
             tcp_flags: flags,
+            sport: 40000,
+            dport: 80,
             tcp_doff: 5,
             payload: 0,
         }
@@ -84,8 +88,8 @@ impl Packet {
     pub fn build(&self) -> Vec<u8> {
         let mut l4 = Vec::new();
         if self.proto == PROTO_TCP {
-            l4.extend_from_slice(&40000u16.to_be_bytes());
-            l4.extend_from_slice(&80u16.to_be_bytes());
+            l4.extend_from_slice(&self.sport.to_be_bytes());
+            l4.extend_from_slice(&self.dport.to_be_bytes());
             l4.extend_from_slice(&1u32.to_be_bytes()); // seq
             l4.extend_from_slice(&0u32.to_be_bytes()); // ack
             l4.push(self.tcp_doff << 4);

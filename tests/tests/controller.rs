@@ -237,3 +237,34 @@ fn an_invalid_policy_on_reload_changes_nothing() {
         300
     );
 }
+
+#[test]
+fn connection_churn_is_promoted_on_new_connections() {
+    filter_tests::require_root();
+    // SYN threshold out of reach: only completed handshakes can trigger.
+    let c = Controller::start(&format!(
+        "{INTERVAL}thresholds: {{ syn: 100000, new_connections: 50 }}\n"
+    ));
+    let server = legit_server(&c);
+    let churner = filter_tests::rig::ATT_IP;
+    let f = flood(&c, Kind::Churn, churner, 300, 4);
+    let s = wait_status(&c, "a promotion", |s| s["promotions"].as_u64() >= Some(1));
+    assert!(s["promotions"] == 1, "{s}");
+    assert_eq!(c.blocked(), [format!("{churner}/32")]);
+    let report = f.join().unwrap();
+    // Real connections were accepted before the block, none after.
+    let accepted = server.accepted_from(churner);
+    assert!(
+        accepted >= 50 && (accepted as u64) < report.sent,
+        "{accepted} of {report:?}"
+    );
+    let promote = c
+        .audit_events()
+        .into_iter()
+        .find(|e| e["event"] == "promote")
+        .unwrap();
+    assert_eq!(promote["reason"], "new_connections_flood");
+    assert!(promote["rate"].as_f64().unwrap() > 50.0, "{promote}");
+    // The legitimate client is unaffected.
+    assert_eq!(legit_connects(&c, 10), 10);
+}

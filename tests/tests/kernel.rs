@@ -621,3 +621,63 @@ fn rate_limit_cuts_a_flood_within_packets() {
     // Another source has its own bucket.
     assert_eq!(f.run(&Packet::tcp("198.51.100.91", SYN).build()), PASS);
 }
+
+#[test]
+fn completed_handshakes_count_as_new_connections() {
+    for src in ["198.51.100.100", "2001:db8:9::1"] {
+        let mut f = Filter::new();
+        let pkt = |flags: u8, sport: u16, payload: usize| {
+            Packet::tcp(src, flags)
+                .with(|p| {
+                    p.sport = sport;
+                    p.payload = payload;
+                })
+                .build()
+        };
+        let conns = |f: &Filter| f.counters(src).map_or(0, |c| c.new_conns);
+        // An ACK with no SYN before it is not a new connection.
+        f.run(&pkt(ACK, 1000, 0));
+        assert_eq!(conns(&f), 0, "{src}");
+        // SYN then the handshake's ACK on the same flow: one.
+        f.run(&pkt(SYN, 1000, 0));
+        f.run(&pkt(ACK, 1000, 0));
+        assert_eq!(conns(&f), 1, "{src}");
+        // Later ACKs and data on that flow add nothing.
+        f.run(&pkt(ACK, 1000, 0));
+        f.run(&pkt(ACK | PSH, 1000, 100));
+        assert_eq!(conns(&f), 1, "{src}");
+        // Two handshakes in parallel: two.
+        f.run(&pkt(SYN, 2001, 0));
+        f.run(&pkt(SYN, 2002, 0));
+        f.run(&pkt(ACK, 2002, 0));
+        f.run(&pkt(ACK, 2001, 0));
+        assert_eq!(conns(&f), 3, "{src}");
+        // A SYN whose handshake never completes counts nothing, and an ACK
+        // from another port does not complete it.
+        f.run(&pkt(SYN, 3000, 0));
+        f.run(&pkt(ACK, 3001, 0));
+        assert_eq!(conns(&f), 3, "{src}");
+    }
+}
+
+#[test]
+fn untracked_sources_leave_no_flow_state() {
+    // Behind the sketch gate a spoofed SYN neither counts nor records a flow.
+    let mut f = Filter::with_config(Config {
+        track_min_packets: 3,
+        ..Config::default()
+    });
+    f.run(&Packet::tcp("198.51.100.110", SYN).build());
+    f.run(&Packet::tcp("198.51.100.110", ACK).build());
+    assert!(f.counters("198.51.100.110").is_none());
+    // Third packet: tracked from here on, and its handshakes count.
+    let syn = Packet::tcp("198.51.100.110", SYN)
+        .with(|p| p.sport = 5)
+        .build();
+    let ack = Packet::tcp("198.51.100.110", ACK)
+        .with(|p| p.sport = 5)
+        .build();
+    f.run(&syn);
+    f.run(&ack);
+    assert_eq!(f.counters("198.51.100.110").unwrap().new_conns, 1);
+}

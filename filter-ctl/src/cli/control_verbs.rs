@@ -131,7 +131,7 @@ enum SetWhat {
     ///
     /// Example: filter-ctl set threshold syn 500
     Threshold {
-        /// syn, syn_ack, ack, rst or fin.
+        /// syn, syn_ack, ack, rst, fin or new_connections.
         name: String,
         /// Packets per second, or `policy`.
         value: String,
@@ -190,7 +190,10 @@ impl Get {
             let n = n.replace('-', "_");
             rows.retain(|r| r["name"] == n.as_str());
             if rows.is_empty() {
-                anyhow::bail!("unknown threshold '{n}' (one of: syn, syn_ack, ack, rst, fin)");
+                anyhow::bail!(
+                    "unknown threshold '{n}' (one of: {})",
+                    crate::detect::METRICS.join(", ")
+                );
             }
         }
         if json {

@@ -45,6 +45,7 @@ enum By {
     Ack,
     Rst,
     Fin,
+    NewConnections,
     Pps,
 }
 
@@ -56,6 +57,7 @@ struct Row {
     ack: f64,
     rst: f64,
     fin: f64,
+    new_connections: f64,
     pps: f64,
     limited_pps: f64,
 }
@@ -87,13 +89,29 @@ impl Top {
                 humantime::format_duration(self.interval)
             );
             println!(
-                "{:<43} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
-                "SOURCE", "SYN/s", "SYNACK/s", "ACK/s", "RST/s", "FIN/s", "PKT/s", "LIMITED/s"
+                "{:<43} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+                "SOURCE",
+                "SYN/s",
+                "SYNACK/s",
+                "ACK/s",
+                "RST/s",
+                "FIN/s",
+                "CONN/s",
+                "PKT/s",
+                "LIMITED/s"
             );
             for r in &rows {
                 println!(
-                    "{:<43} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10.0}",
-                    r.source, r.syn, r.syn_ack, r.ack, r.rst, r.fin, r.pps, r.limited_pps
+                    "{:<43} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10.0}",
+                    r.source,
+                    r.syn,
+                    r.syn_ack,
+                    r.ack,
+                    r.rst,
+                    r.fin,
+                    r.new_connections,
+                    r.pps,
+                    r.limited_pps
                 );
             }
             if !live {
@@ -123,6 +141,7 @@ impl Top {
                     ack: r[flag::ACK],
                     rst: r[flag::RST],
                     fin: r[flag::FIN],
+                    new_connections: r[crate::detect::NEW_CONNECTIONS],
                     pps: c.packets.saturating_sub(pkts) as f64 / secs,
                     limited_pps: c.limited.saturating_sub(limited) as f64 / secs,
                 }
@@ -134,6 +153,7 @@ impl Top {
             By::Ack => r.ack,
             By::Rst => r.rst,
             By::Fin => r.fin,
+            By::NewConnections => r.new_connections,
             By::Pps => r.pps,
         };
         rows.sort_by(|a, b| {
