@@ -61,6 +61,11 @@ impl Controller {
     /// policy is invalid.
     pub fn start(opts: RunOptions) -> anyhow::Result<Controller> {
         let policy = Policy::load(&opts.policy_path)?;
+        Self::start_with(opts, policy)
+    }
+
+    /// [`Controller::start`] with the policy already loaded.
+    pub fn start_with(opts: RunOptions, policy: Policy) -> anyhow::Result<Controller> {
         let interfaces = Self::interfaces(&policy, &opts)?;
         let audit = AuditLog::open(&policy.audit.path)
             .with_context(|| format!("opening audit log {}", policy.audit.path.display()))?;
@@ -482,12 +487,15 @@ async fn serve_one(c: &mut Controller, stream: UnixStream) {
 
 /// Runs the controller until SIGTERM or SIGINT.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let mut c = Controller::start(opts)?;
-    let socket_path = c.policy().control_socket.clone();
-    let listener = match bind_socket(&socket_path) {
-        Ok(l) => l,
+    let policy = Policy::load(&opts.policy_path)?;
+    // The socket first: a second controller must fail before it touches
+    // the maps or the links of the first.
+    let socket_path = policy.control_socket.clone();
+    let listener = bind_socket(&socket_path)?;
+    let mut c = match Controller::start_with(opts, policy) {
+        Ok(c) => c,
         Err(e) => {
-            c.shutdown("startup_failure");
+            let _ = std::fs::remove_file(&socket_path);
             return Err(e);
         }
     };

@@ -268,3 +268,32 @@ fn connection_churn_is_promoted_on_new_connections() {
     // The legitimate client is unaffected.
     assert_eq!(legit_connects(&c, 10), 10);
 }
+
+#[test]
+fn a_second_controller_on_the_same_socket_refuses_and_changes_nothing() {
+    filter_tests::require_root();
+    let c = Controller::start(&format!("{INTERVAL}thresholds: {{ syn: 1234 }}\n"));
+    let before = c.status();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &c.rig.srv.name])
+        .arg(filter_tests::controller::ctl_bin())
+        .args(["run", "--config"])
+        .arg(&c.policy)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another controller is already listening"),
+        "{err}"
+    );
+    let after = c.status();
+    assert_eq!(after["pid"], before["pid"]);
+    assert_eq!(after["interfaces"], before["interfaces"]);
+    assert_eq!(
+        c.json(&["get", "threshold", "syn", "--json"])[0]["value"],
+        1234
+    );
+    assert!(c.xdp_prog_id(SRV_ATT_IF).is_some());
+}

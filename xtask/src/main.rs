@@ -47,7 +47,7 @@ enum Task {
         action: String,
     },
     /// Send a bounded flood from the rig's attacker namespace (arguments go
-    /// to filter-attack; try `cargo xtask attack -- --help`).
+    /// to filter-attack; try `cargo xtask attack syn --help`).
     Attack {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

@@ -44,6 +44,8 @@ enum SortKey {
     Ack,
     Rst,
     Fin,
+    NewConnections,
+    RateLimited,
 }
 
 #[derive(Serialize)]
@@ -54,6 +56,10 @@ struct SourceRow {
     ack: u64,
     rst: u64,
     fin: u64,
+    /// Completed handshakes.
+    new_connections: u64,
+    /// Packets dropped by the source's rate limits.
+    rate_limited: u64,
     packets: u64,
     bytes: u64,
     /// Seconds since the source was first / last counted.
@@ -117,6 +123,8 @@ impl List {
             SortKey::Ack => c.ack,
             SortKey::Rst => c.rst,
             SortKey::Fin => c.fin,
+            SortKey::NewConnections => c.new_conns,
+            SortKey::RateLimited => c.limited,
         };
         rows.sort_by(|a, b| key(&b.1).cmp(&key(&a.1)).then(a.0.cmp(&b.0)));
         if self.limit > 0 {
@@ -133,6 +141,8 @@ impl List {
                 ack: c.ack,
                 rst: c.rst,
                 fin: c.fin,
+                new_connections: c.new_conns,
+                rate_limited: c.limited,
                 packets: c.packets,
                 bytes: c.bytes,
                 first_seen_s_ago: ago(c.first_seen_ns),
@@ -147,18 +157,30 @@ impl List {
             return Ok(());
         }
         println!(
-            "{:<43} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14} {:>9}",
-            "SOURCE", "SYN", "SYN-ACK", "ACK", "RST", "FIN", "PACKETS", "BYTES", "LAST(s)"
+            "{:<43} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>12} {:>14} {:>9}",
+            "SOURCE",
+            "SYN",
+            "SYN-ACK",
+            "ACK",
+            "RST",
+            "FIN",
+            "CONNS",
+            "LIMITED",
+            "PACKETS",
+            "BYTES",
+            "LAST(s)"
         );
         for r in rows {
             println!(
-                "{:<43} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14} {:>9.1}",
+                "{:<43} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>12} {:>14} {:>9.1}",
                 r.source,
                 r.syn,
                 r.syn_ack,
                 r.ack,
                 r.rst,
                 r.fin,
+                r.new_connections,
+                r.rate_limited,
                 r.packets,
                 r.bytes,
                 r.last_seen_s_ago
