@@ -17,6 +17,14 @@ pub enum Error {
     /// Detach asked for an interface that has no pinned link.
     #[error("{iface} is not attached (no link pinned at {path})")]
     IfaceNotAttached { iface: String, path: PathBuf },
+    /// A pinned map was made by a build with another layout.
+    #[error("pinned map {name} in {dir} has key/value sizes {found:?} but this build uses {expected:?}: it was made by another version; `filter-ctl detach --all --purge --pin-dir {dir}` removes the old state")]
+    IncompatiblePin {
+        name: String,
+        dir: PathBuf,
+        found: (u32, u32),
+        expected: (u32, u32),
+    },
     /// The named network interface does not exist.
     #[error("no such network interface '{0}'")]
     UnknownInterface(String),

@@ -14,6 +14,7 @@ use std::{
 };
 
 use aya::{
+    maps::MapData,
     programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
@@ -146,8 +147,63 @@ pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
     load_with(pin_dir, &Capacities::default())
 }
 
+/// Key and value sizes this build gives each map.
+fn layout(name: &str) -> (u32, u32) {
+    use filter_common::{Config, FlowKey, ListEntry, Sketch, SourceCounters, SourceKey, StatValue};
+    use std::mem::size_of;
+    let sz = |n: usize| n as u32;
+    let entry = sz(size_of::<ListEntry>());
+    match name {
+        map_names::CONFIG => (4, sz(size_of::<Config>())),
+        map_names::STATS => (4, sz(size_of::<StatValue>())),
+        map_names::SOURCES => (sz(size_of::<SourceKey>()), sz(size_of::<SourceCounters>())),
+        map_names::SKETCH => (4, sz(size_of::<Sketch>())),
+        map_names::SCRATCH => (4, sz(size_of::<SourceCounters>())),
+        map_names::FLOWS => (sz(size_of::<FlowKey>()), 8),
+        // LPM keys: a 4-byte prefix length, then the address.
+        map_names::ALLOW_V4 | map_names::BLOCK_NET_V4 => (8, entry),
+        map_names::ALLOW_V6 | map_names::BLOCK_NET_V6 => (20, entry),
+        map_names::BLOCK_V4 => (4, entry),
+        map_names::BLOCK_V6 => (16, entry),
+        other => unreachable!("unknown map {other}"),
+    }
+}
+
+/// Fails if a map pinned under `dir` has another layout than this build's
+/// (state left by another version): re-adopting it would be refused by the
+/// verifier at best and misread at worst.
+pub fn check_pinned_layouts(dir: &Path) -> Result<()> {
+    for name in map_names::ALL {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let what = format!("opening pinned map {}", path.display());
+        let info = MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .map_err(|error| Error::Map {
+                what,
+                error: Box::new(error),
+            })?;
+        let found = (info.key_size(), info.value_size());
+        let expected = layout(name);
+        if found != expected {
+            return Err(Error::IncompatiblePin {
+                name: name.to_owned(),
+                dir: dir.to_owned(),
+                found,
+                expected,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// [`load`] with map sizes; a map reused from its pin keeps its size.
 pub fn load_with(pin_dir: Option<&Path>, caps: &Capacities) -> Result<Ebpf> {
+    if let Some(dir) = pin_dir {
+        check_pinned_layouts(dir)?;
+    }
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(map_names::SOURCES, caps.sources)

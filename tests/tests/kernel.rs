@@ -681,3 +681,29 @@ fn untracked_sources_leave_no_flow_state() {
     f.run(&ack);
     assert_eq!(f.counters("198.51.100.110").unwrap().new_conns, 1);
 }
+
+#[test]
+fn pins_from_another_layout_are_refused_before_loading() {
+    require_root();
+    let fs = filter_tests::netns::BpfFs::new();
+    let dir = fs.path("filter");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A fresh directory loads and pins every map, with the right layouts.
+    drop(loader::load(Some(&dir)).expect("fresh load"));
+    loader::check_pinned_layouts(&dir).expect("own pins");
+    // Replace CONFIG with a map of another value size, as an older build
+    // with a smaller Config would have left it.
+    std::fs::remove_file(dir.join("CONFIG")).unwrap();
+    let mut other = loader::load(None).unwrap();
+    let stats = other.take_map("STATS").unwrap();
+    match &stats {
+        aya::maps::Map::PerCpuArray(data) => data.pin(dir.join("CONFIG")).unwrap(),
+        _ => unreachable!(),
+    }
+    let err = loader::load(Some(&dir)).expect_err("mismatched pins must be refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("pinned map CONFIG") && msg.contains("another version"),
+        "{msg}"
+    );
+}
