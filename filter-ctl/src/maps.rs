@@ -302,6 +302,7 @@ pub fn sum_counters<'a>(per_cpu: impl Iterator<Item = &'a SourceCounters>) -> So
         acc.bytes += c.bytes;
         acc.limited += c.limited;
         acc.new_conns += c.new_conns;
+        acc.pending_syns += c.pending_syns;
         if c.first_seen_ns != 0 && (acc.first_seen_ns == 0 || c.first_seen_ns < acc.first_seen_ns) {
             acc.first_seen_ns = c.first_seen_ns;
         }

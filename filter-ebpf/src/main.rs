@@ -15,7 +15,7 @@ mod track;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use filter_common::{
-    flag, Config, FlowKey, RateLimit, Reason, SourceKey, DEFAULT_IPV6_PREFIX, FAMILY_V4, FAMILY_V6,
+    flag, Config, RateLimit, Reason, SourceKey, DEFAULT_IPV6_PREFIX, FAMILY_V4, FAMILY_V6,
 };
 
 use crate::{
@@ -64,23 +64,21 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
         }
         _ => return Ok(Reason::NonIp),
     };
-    let (class, reason, flow) = match l4 {
+    let (class, reason, ports) = match l4 {
         L4::Tcp { offset, len } => {
             let t = parse::tcp(ctx, offset, len)?;
-            let flow = FlowKey {
-                addr: full,
-                family: key.family as u16,
-                sport: t.sport,
-                dport: t.dport,
-                _pad: 0,
-            };
-            (Class::of(t.flags, t.payload), Reason::Passed, Some(flow))
+            (
+                Class::of(t.flags, t.payload),
+                Reason::Passed,
+                Some((t.sport, t.dport)),
+            )
         }
         L4::Other => (Class::None, Reason::NonTcp, None),
         L4::Fragment => (Class::None, Reason::Fragment, None),
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    if track::count(&key, class, bytes, flow.as_ref(), config(), &mut clock) {
+    let flow = track::Flow { addr: &full, ports };
+    if track::count(&key, class, bytes, &flow, config(), &mut clock) {
         return Ok(Reason::RateLimited);
     }
     Ok(reason)

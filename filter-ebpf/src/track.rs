@@ -17,6 +17,29 @@ use crate::{
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
+/// What identifies the packet's flow, for handshake counting; the key is
+/// only built when a look-up or insert needs it.
+pub struct Flow<'a> {
+    /// The source's full address (not masked to the IPv6 prefix).
+    pub addr: &'a [u8; 16],
+    /// TCP source and destination ports (wire order); None if not TCP.
+    pub ports: Option<(u16, u16)>,
+}
+
+impl Flow<'_> {
+    #[inline(always)]
+    fn key(&self, family: u32) -> Option<FlowKey> {
+        let (sport, dport) = self.ports?;
+        Some(FlowKey {
+            addr: *self.addr,
+            family: family as u16,
+            sport,
+            dport,
+            _pad: 0,
+        })
+    }
+}
+
 /// Which per-flag counter a packet increments (at most one).
 #[derive(Clone, Copy)]
 pub enum Class {
@@ -90,7 +113,7 @@ pub fn count(
     key: &SourceKey,
     class: Class,
     bytes: u64,
-    flow: Option<&FlowKey>,
+    flow: &Flow,
     cfg: &Config,
     clock: &mut Clock,
 ) -> bool {
@@ -100,7 +123,7 @@ pub fn count(
         // writes it while this program runs.
         let c = unsafe { &mut *c };
         apply(c, class, bytes, now);
-        return finish(c, class, flow, cfg, now);
+        return finish(c, key.family, class, flow, cfg, now);
     }
     if cfg.track_min_packets > 1 && !heavy(key, cfg.track_min_packets, now) {
         return false;
@@ -113,7 +136,7 @@ pub fn count(
     let c = unsafe { &mut *c };
     *c = SourceCounters::default();
     apply(c, class, bytes, now);
-    let over = finish(c, class, flow, cfg, now);
+    let over = finish(c, key.family, class, flow, cfg, now);
     // By reference: a by-value insert would copy the value onto the stack.
     let value: &SourceCounters = c;
     // Fails only on memory pressure; the next packet tries again.
@@ -125,33 +148,43 @@ pub fn count(
 #[inline(always)]
 fn finish(
     c: &mut SourceCounters,
+    family: u32,
     class: Class,
-    flow: Option<&FlowKey>,
+    flow: &Flow,
     cfg: &Config,
     now: u64,
 ) -> bool {
     if limited(c, class, cfg, now) {
         return true;
     }
-    if let Some(flow) = flow {
-        handshake(c, class, flow, now);
-    }
+    handshake(c, family, class, flow, now);
     false
 }
+
+/// SYNs a source may have waiting for their ACK (per CPU) before its
+/// further SYNs stop being recorded: a SYN flooder never completes, and
+/// recording each of its SYNs would cost an LRU insert per packet.
+const MAX_PENDING_SYNS: u64 = 32;
 
 /// Counts completed handshakes of a tracked source: a SYN records its flow,
 /// the first pure ACK on that flow is a new connection. RSS keeps a flow on
 /// one CPU, so the per-CPU `pending_syns` hint spares the look-up for the
 /// ACKs of established flows; a miss resets it (this can only undercount).
 #[inline(always)]
-fn handshake(c: &mut SourceCounters, class: Class, flow: &FlowKey, now: u64) {
+fn handshake(c: &mut SourceCounters, family: u32, class: Class, flow: &Flow, now: u64) {
     match class {
-        Class::Syn => {
+        Class::Syn if c.pending_syns < MAX_PENDING_SYNS => {
+            let Some(flow) = flow.key(family) else {
+                return;
+            };
             if FLOWS.insert(flow, now, 0).is_ok() {
                 c.pending_syns = c.pending_syns.saturating_add(1);
             }
         }
         Class::Ack if c.pending_syns > 0 => {
+            let Some(flow) = flow.key(family) else {
+                return;
+            };
             if FLOWS.get_ptr(flow).is_some() {
                 let _ = FLOWS.remove(flow);
                 c.new_conns += 1;

@@ -57,11 +57,13 @@ fn main() {
         "{:<44} {:>10} {:>12} {:>10}",
         "case", "filter", "bare drop", "ratio"
     );
-    let cases: [(&str, Vec<u8>); 6] = [
+    let ack = Packet::tcp("100.64.0.2", filter_tests::packet::ACK).build();
+    let cases: [(&str, Vec<u8>); 7] = [
         ("blocked source (exact /32)", frame("203.0.113.7")),
         ("blocked source (CIDR /24)", frame("198.51.100.9")),
         ("allowlisted source", frame("192.0.2.10")),
         ("unlisted source, counted and passed", frame("100.64.0.1")),
+        ("unlisted source, pure ACK, counted and passed", ack),
         (
             "unlisted IPv6 source, counted and passed",
             frame("2001:db8::1"),
@@ -77,7 +79,7 @@ fn main() {
     // xdp-tools' xdp-filter, loaded from Debian's objects, on the unlisted
     // frame: the nearest existing tool doing the same look-ups.
     for obj in ["xdpfilt_alw_ip", "xdpfilt_alw_all"] {
-        let data = &cases[3].1;
+        let data = &cases[3].1; // the unlisted SYN
         let name = format!("xdp-filter {obj} (unlisted source)");
         match load_xdp_filter(obj, &pins) {
             Ok(mut other) => {

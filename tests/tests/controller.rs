@@ -297,3 +297,47 @@ fn a_second_controller_on_the_same_socket_refuses_and_changes_nothing() {
     );
     assert!(c.xdp_prog_id(SRV_ATT_IF).is_some());
 }
+
+#[test]
+fn an_allowlisted_source_is_never_promoted_whatever_its_rate() {
+    filter_tests::require_root();
+    let c = Controller::start(&format!("{INTERVAL}allow: [10.200.1.0/24]\n"));
+    flood(&c, Kind::Syn, "10.200.1.1", 20_000, 2)
+        .join()
+        .unwrap();
+    thread::sleep(Duration::from_millis(600));
+    assert!(c.blocked().is_empty(), "an allowlisted source was promoted");
+    assert_eq!(c.status()["promotions"], 0);
+    assert!(c.stat("allowlisted") > 20_000);
+    // A flooder outside the allowlist is still promoted.
+    flood(&c, Kind::Syn, "10.200.2.1", 20_000, 2)
+        .join()
+        .unwrap();
+    assert_eq!(c.blocked(), ["10.200.2.1/32"]);
+}
+
+#[test]
+fn sigterm_exits_cleanly_and_detach_on_exit_is_honoured() {
+    filter_tests::require_root();
+    let mut c = Controller::start(INTERVAL);
+    assert!(c.kill(libc::SIGTERM).success(), "{}", c.log());
+    assert!(
+        c.xdp_prog_id(SRV_ATT_IF).is_some(),
+        "default: stays attached"
+    );
+    let stop = c
+        .audit_events()
+        .into_iter()
+        .rfind(|e| e["event"] == "stop")
+        .unwrap();
+    assert_eq!(
+        (stop["signal"].as_str(), stop["detached"].as_bool()),
+        (Some("SIGTERM"), Some(false))
+    );
+
+    c.write_policy(&format!("{INTERVAL}detach_on_exit: true\n"));
+    c.spawn();
+    assert!(c.kill(libc::SIGINT).success(), "{}", c.log());
+    assert_eq!(c.xdp_prog_id(SRV_ATT_IF), None, "detach_on_exit: true");
+    assert!(!c.socket.exists(), "socket left behind");
+}

@@ -707,3 +707,33 @@ fn pins_from_another_layout_are_refused_before_loading() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_syn_flooder_stops_filling_the_flow_table() {
+    filter_tests::pin_to_cpu(0);
+    let mut f = Filter::new();
+    for port in 0..200u16 {
+        f.run(
+            &Packet::tcp("198.51.100.120", SYN)
+                .with(|p| p.sport = 1000 + port)
+                .build(),
+        );
+    }
+    let c = f.counters("198.51.100.120").unwrap();
+    assert_eq!((c.syn, c.pending_syns), (200, 32), "pending capped");
+    // Completing one of the recorded handshakes still counts and frees a slot.
+    f.run(
+        &Packet::tcp("198.51.100.120", ACK)
+            .with(|p| p.sport = 1005)
+            .build(),
+    );
+    let c = f.counters("198.51.100.120").unwrap();
+    assert_eq!((c.new_conns, c.pending_syns), (1, 31));
+    // One beyond the cap was never recorded: its ACK is not a new connection.
+    f.run(
+        &Packet::tcp("198.51.100.120", ACK)
+            .with(|p| p.sport = 1150)
+            .build(),
+    );
+    assert_eq!(f.counters("198.51.100.120").unwrap().new_conns, 1);
+}
