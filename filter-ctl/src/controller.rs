@@ -176,21 +176,11 @@ impl Controller {
         let t0 = Instant::now();
         let cur = self.snapshot()?;
         let detections = detect::detect(&self.prev, &cur, self.thresholds().by_metric());
+        // One listing of each list per cycle: the sweep removes what has
+        // expired and returns what is live, which promotion then consults.
+        let allow = self.sweep_expired(ListKind::Allow)?;
+        let blocked = self.sweep_expired(ListKind::Block)?;
         if !detections.is_empty() {
-            let allow: Vec<IpNet> = self
-                .maps
-                .entries(ListKind::Allow)?
-                .iter()
-                .filter(|e| !e.expired)
-                .map(|e| e.net)
-                .collect();
-            let blocked: Vec<IpNet> = self
-                .maps
-                .entries(ListKind::Block)?
-                .iter()
-                .filter(|e| !e.expired)
-                .map(|e| e.net)
-                .collect();
             let prefix = self.policy.ipv6_prefix;
             let now_unix = clock::unix_now_s();
             for (net, d) in
@@ -226,27 +216,29 @@ impl Controller {
             self.state.offenders.prune(now_unix, &self.policy.blocking);
             self.save_state();
         }
-        self.sweep_expired()?;
         self.prev = cur;
         self.cycles += 1;
         self.last_cycle = t0.elapsed();
         Ok(())
     }
 
-    /// Removes entries whose expiry has passed (the kernel already ignores
-    /// them) and audits each.
-    fn sweep_expired(&mut self) -> anyhow::Result<()> {
-        for list in [ListKind::Block, ListKind::Allow] {
-            for e in self.maps.entries(list)?.into_iter().filter(|e| e.expired) {
-                self.maps.remove(list, e.net)?;
-                self.expiries += 1;
-                self.audit.record(
-                    "expire",
-                    json!({"list": list, "net": e.net.to_string(), "reason": e.reason, "note": e.note}),
-                );
+    /// Removes the entries of `list` whose expiry has passed (the kernel
+    /// already ignores them), audits each, and returns the live ones.
+    fn sweep_expired(&mut self, list: ListKind) -> anyhow::Result<Vec<IpNet>> {
+        let mut live = Vec::new();
+        for e in self.maps.entries(list)? {
+            if !e.expired {
+                live.push(e.net);
+                continue;
             }
+            self.maps.remove(list, e.net)?;
+            self.expiries += 1;
+            self.audit.record(
+                "expire",
+                json!({"list": list, "net": e.net.to_string(), "reason": e.reason, "note": e.note}),
+            );
         }
-        Ok(())
+        Ok(live)
     }
 
     fn save_state(&mut self) {
