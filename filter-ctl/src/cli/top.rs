@@ -82,10 +82,12 @@ impl Top {
                 print!("\x1b[2J\x1b[H");
             }
             println!(
-                "{} sources tracked; top {} by {:?}/s over {}",
+                "{} sources tracked; top {} by {}/s over {}",
                 cur.sources.len(),
                 rows.len(),
-                self.by,
+                self.by
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_owned()),
                 humantime::format_duration(self.interval)
             );
             println!(
