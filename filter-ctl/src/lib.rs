@@ -2,6 +2,7 @@
 //! and by `xtask`.
 
 pub mod addr;
+pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod error;

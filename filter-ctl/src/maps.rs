@@ -279,8 +279,37 @@ impl Maps {
         }
     }
 
-    /// Every tracked source with its counters summed over CPUs.
+    /// Every tracked source with its counters summed over CPUs: in batches
+    /// where the kernel supports it, else one entry at a time.
     pub fn sources(&self) -> Result<Vec<(SourceKey, SourceCounters)>> {
+        match self.sources_batched() {
+            Some(Ok(all)) => Ok(all),
+            Some(Err(e)) if e.raw_os_error() != Some(libc::EINVAL) => Err(Error::Io {
+                what: "batch-reading",
+                path: "SOURCES".into(),
+                error: e,
+            }),
+            _ => self.sources_one_by_one(),
+        }
+    }
+
+    /// The batch path alone: None if the CPU count is unknown.
+    pub fn sources_batched(&self) -> Option<std::io::Result<Vec<(SourceKey, SourceCounters)>>> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::AsFd as _;
+        let nr_cpus = aya::util::nr_cpus().ok()?;
+        let fd = self.sources.map().fd().as_fd();
+        Some(
+            crate::batch::lookup_percpu::<SourceKey, SourceCounters>(fd, nr_cpus).map(|all| {
+                all.into_iter()
+                    .map(|(k, per_cpu)| (k, sum_counters(per_cpu.iter())))
+                    .collect()
+            }),
+        )
+    }
+
+    /// [`Maps::sources`] through aya's iterator: two system calls per entry.
+    pub fn sources_one_by_one(&self) -> Result<Vec<(SourceKey, SourceCounters)>> {
         let mut out = Vec::new();
         for item in self.sources.iter() {
             let (key, per_cpu) = item.map_err(map_err("reading SOURCES"))?;

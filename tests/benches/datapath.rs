@@ -141,12 +141,12 @@ fn controller_cycle() {
         policy::{Capacities, Thresholds},
     };
     use std::time::Instant;
-    println!("\ncontroller cycle (read SOURCES + detect), ms; aya 0.14 has no batch look-ups");
+    println!("\ncontroller cycle, ms: read SOURCES (batched / one by one) + detect");
     println!(
-        "{:>10} {:>12} {:>12} {:>12}",
-        "sources", "read", "detect", "total"
+        "{:>10} {:>14} {:>14} {:>10} {:>10}",
+        "sources", "read batched", "read 1-by-1", "detect", "cycle"
     );
-    for n in [10_000u32, 65_536, 262_144] {
+    for n in [10_000u32, 65_536, 262_144, 1_048_576] {
         let caps = Capacities {
             sources: n,
             ..Capacities::default()
@@ -177,6 +177,10 @@ fn controller_cycle() {
         let cur = snap(&maps);
         let read = t.elapsed();
         let t = Instant::now();
+        let single = maps.sources_one_by_one().unwrap().len();
+        let read_single = t.elapsed();
+        assert_eq!(single, cur.sources.len());
+        let t = Instant::now();
         let d = detect(&prev, &cur, Thresholds::default().by_metric());
         let det = t.elapsed();
         // LRU maps may evict a little before they are full.
@@ -188,9 +192,10 @@ fn controller_cycle() {
         std::hint::black_box(d);
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         println!(
-            "{:>10} {:>12.1} {:>12.1} {:>12.1}",
+            "{:>10} {:>14.1} {:>14.1} {:>10.1} {:>10.1}",
             cur.sources.len(),
             ms(read),
+            ms(read_single),
             ms(det),
             ms(read + det)
         );

@@ -737,3 +737,30 @@ fn a_syn_flooder_stops_filling_the_flow_table() {
     );
     assert_eq!(f.counters("198.51.100.120").unwrap().new_conns, 1);
 }
+
+#[test]
+fn batched_reads_of_sources_equal_one_by_one_reads() {
+    let mut f = Filter::new();
+    // 3000 sources, varied counts, some on each CPU (per-CPU values summed).
+    for i in 0..3000u32 {
+        filter_tests::pin_to_cpu((i % 2) as usize);
+        let src = std::net::Ipv4Addr::from(0x0a10_0000 + i).to_string();
+        for n in 0..(1 + i % 3) {
+            let flags = if n == 0 { SYN } else { ACK };
+            f.run(&Packet::tcp(&src, flags).build());
+        }
+    }
+    f.run(&Packet::tcp("2001:db8:77::1", RST).build());
+    let mut batched = f
+        .maps
+        .sources_batched()
+        .expect("cpu count")
+        .expect("batch look-up");
+    let mut single = f.maps.sources_one_by_one().unwrap();
+    batched.sort_by_key(|(k, _)| *k);
+    single.sort_by_key(|(k, _)| *k);
+    assert_eq!(batched.len(), 3001);
+    assert_eq!(batched, single);
+    let total: u64 = batched.iter().map(|(_, c)| c.packets).sum();
+    assert_eq!(total, (0..3000u64).map(|i| 1 + i % 3).sum::<u64>() + 1);
+}
