@@ -44,6 +44,48 @@ impl AuditLog {
         &self.path
     }
 
+    /// Drops the lines whose timestamp is older than `now - retention`,
+    /// rewriting the file atomically. Lines that cannot be read as audit
+    /// lines are kept (never delete what we do not understand). Returns how
+    /// many lines were dropped.
+    pub fn prune(
+        &mut self,
+        retention: std::time::Duration,
+        now: SystemTime,
+    ) -> std::io::Result<usize> {
+        let cutoff = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let keep: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                let ts = serde_json::from_str::<Value>(line).ok().and_then(|v| {
+                    v["ts"]
+                        .as_str()
+                        .and_then(|t| humantime::parse_rfc3339(t).ok())
+                });
+                ts.is_none_or(|t| t >= cutoff)
+            })
+            .collect();
+        let dropped = text.lines().count() - keep.len();
+        if dropped == 0 {
+            return Ok(0);
+        }
+        let tmp = self.path.with_extension("pruning");
+        let mut body = keep.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        std::fs::write(&tmp, body)?;
+        std::fs::rename(&tmp, &self.path)?;
+        // The old handle points at the replaced file.
+        self.file = Some(self.reopen()?);
+        Ok(dropped)
+    }
+
     /// Appends `{"ts": ..., "event": event, ...fields}`.
     pub fn record(&mut self, event: &str, fields: Value) {
         let mut obj = Map::new();
@@ -80,6 +122,42 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prune_drops_lines_older_than_the_retention_only() {
+        let dir = std::env::temp_dir().join(format!("filter-audit-prune-{}", std::process::id()));
+        let path = dir.join("audit.jsonl");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            &path,
+            concat!(
+                "{\"ts\":\"2026-01-01T00:00:00.000Z\",\"event\":\"promote\"}\n",
+                "not json at all\n",
+                "{\"ts\":\"2026-06-01T00:00:00.000Z\",\"event\":\"expire\"}\n",
+                "{\"ts\":\"2026-11-20T00:00:00.000Z\",\"event\":\"start\"}\n",
+            ),
+        )
+        .unwrap();
+        let mut log = AuditLog::open(&path).unwrap();
+        // A fake "now": 2026-11-22; 180 days back is 2026-05-26.
+        let now = humantime::parse_rfc3339("2026-11-22T00:00:00Z").unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(log.prune(180 * day, now).unwrap(), 1);
+        assert_eq!(log.prune(180 * day, now).unwrap(), 0);
+        // Writing goes on into the pruned file.
+        log.record("stop", Value::Null);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[0], "not json at all");
+        assert!(lines[1].contains("expire") && lines[3].contains("stop"));
+        // One day back from the fake now: the June and Nov 20 lines go; the
+        // unreadable line and the fresh "stop" stay.
+        assert_eq!(log.prune(day, now).unwrap(), 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn appends_json_lines_with_timestamp_and_event() {

@@ -105,6 +105,7 @@ impl Controller {
             policy,
         };
         c.sync_policy_lists()?;
+        c.prune_audit();
         c.prev = c.snapshot()?;
         c.audit.record(
             "start",
@@ -241,6 +242,19 @@ impl Controller {
         Ok(live)
     }
 
+    /// Applies the audit retention; logs and audits what it removed.
+    pub fn prune_audit(&mut self) {
+        let retention = self.policy.audit.retention;
+        match self.audit.prune(retention.0, std::time::SystemTime::now()) {
+            Ok(0) => {}
+            Ok(n) => self.audit.record(
+                "audit_pruned",
+                json!({"lines": n, "retention": retention.to_string()}),
+            ),
+            Err(e) => log::error!("pruning audit log {}: {e}", self.audit.path().display()),
+        }
+    }
+
     fn save_state(&mut self) {
         if let Err(e) = self.state.save(&self.policy.state_dir) {
             log::error!("saving state: {e:#}");
@@ -268,6 +282,14 @@ impl Controller {
         for iface in &interfaces {
             loader::if_index(iface)?;
         }
+        // Everything that can fail on its own comes before the first change.
+        let new_audit = match new.audit.path != self.policy.audit.path {
+            true => Some(
+                AuditLog::open(&new.audit.path)
+                    .with_context(|| format!("opening audit log {}", new.audit.path.display()))?,
+            ),
+            false => None,
+        };
         let config = new.kernel_config();
         for iface in interfaces.iter().filter(|i| !self.attached.contains(i)) {
             loader::attach(iface, new.xdp_mode, &new.pin_dir, &config, &new.capacities)?;
@@ -276,6 +298,11 @@ impl Controller {
             loader::detach(iface, &new.pin_dir, false)?;
         }
         self.maps.set_config(&config)?;
+        if let Some(log) = new_audit {
+            self.audit
+                .record("audit_moved", json!({"to": new.audit.path}));
+            self.audit = log;
+        }
         self.attached = interfaces;
         self.policy = new;
         self.sync_policy_lists()?;
@@ -497,6 +524,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut period = c.policy().interval.0;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    hourly.tick().await; // the first tick is immediate; start already pruned
     log::info!(
         "controller running on {} (interval {}), socket {}",
         c.attached.join(", "),
@@ -515,6 +544,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     serve_one(&mut c, stream).await;
                 }
             }
+            _ = hourly.tick() => c.prune_audit(),
             _ = hup.recv() => {
                 match c.reload() {
                     Ok(msg) => log::info!("{msg}"),

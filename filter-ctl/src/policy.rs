@@ -192,12 +192,15 @@ impl Default for Capacities {
 pub struct Audit {
     /// JSON-lines log of promotions, expiries and admin actions.
     pub path: PathBuf,
+    /// Lines older than this are deleted (at start, then hourly).
+    pub retention: Dur,
 }
 
 impl Default for Audit {
     fn default() -> Self {
         Audit {
             path: PathBuf::from("/var/log/filter/audit.jsonl"),
+            retention: Dur::secs(180 * 86_400),
         }
     }
 }
@@ -292,6 +295,7 @@ capacities:
 
 audit:
   path: /var/log/filter/audit.jsonl
+  retention: 180days   # older lines are deleted (at start, then hourly)
 "#;
 
 /// A duration written as `90s`, `10m`, `1h`, `2d` (humantime syntax).
@@ -456,6 +460,13 @@ impl Policy {
                     at(&format!("rate_limit.{name}"))
                 ));
             }
+        }
+        if self.audit.retention.0 < Duration::from_secs(3600) {
+            return Err(format!(
+                "{}: must be at least 1h, got {}",
+                at("audit.retention"),
+                self.audit.retention
+            ));
         }
         let c = &self.capacities;
         for (name, v) in [
