@@ -106,7 +106,7 @@ impl Controller {
         };
         c.sync_policy_lists()?;
         c.prune_audit();
-        c.prev = c.snapshot()?;
+        c.prev = c.maps.snapshot()?;
         c.audit.record(
             "start",
             json!({
@@ -143,13 +143,6 @@ impl Controller {
         self.state.thresholds(&self.policy)
     }
 
-    fn snapshot(&self) -> anyhow::Result<Snapshot> {
-        Ok(Snapshot {
-            at_ns: clock::monotonic_ns(),
-            sources: self.maps.sources()?.into_iter().collect(),
-        })
-    }
-
     /// Writes the policy's allow and block entries; removes entries that a
     /// previous policy put there and this one no longer lists. Admin and
     /// detector entries are left alone.
@@ -175,7 +168,7 @@ impl Controller {
     /// One control-loop step.
     pub fn cycle(&mut self) -> anyhow::Result<()> {
         let t0 = Instant::now();
-        let cur = self.snapshot()?;
+        let cur = self.maps.snapshot()?;
         let detections = detect::detect(&self.prev, &cur, self.thresholds().by_metric());
         // One listing of each list per cycle: the sweep removes what has
         // expired and returns what is live, which promotion then consults.

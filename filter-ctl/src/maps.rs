@@ -279,6 +279,15 @@ impl Maps {
         }
     }
 
+    /// Every tracked source's counters, stamped with the monotonic clock:
+    /// what the detectors and `top` compare between two readings.
+    pub fn snapshot(&self) -> Result<crate::detect::Snapshot> {
+        Ok(crate::detect::Snapshot {
+            at_ns: clock::monotonic_ns(),
+            sources: self.sources()?.into_iter().collect(),
+        })
+    }
+
     /// Every tracked source with its counters summed over CPUs: in batches
     /// where the kernel supports it, else one entry at a time.
     pub fn sources(&self) -> Result<Vec<(SourceKey, SourceCounters)>> {

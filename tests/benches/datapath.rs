@@ -137,7 +137,7 @@ fn main() {
 /// through the real data path: one distinct source per BPF_PROG_TEST_RUN.
 fn controller_cycle() {
     use filter_ctl::{
-        detect::{detect, Snapshot},
+        detect::detect,
         policy::{Capacities, Thresholds},
     };
     use std::time::Instant;
@@ -168,10 +168,7 @@ fn controller_cycle() {
             })
             .unwrap();
         }
-        let snap = |maps: &Maps| Snapshot {
-            at_ns: filter_ctl::clock::monotonic_ns(),
-            sources: maps.sources().unwrap().into_iter().collect(),
-        };
+        let snap = |maps: &Maps| maps.snapshot().unwrap();
         let prev = snap(&maps);
         let t = Instant::now();
         let cur = snap(&maps);

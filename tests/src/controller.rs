@@ -3,7 +3,7 @@
 //! the filter, removes its pins and files, then the rig goes.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -223,10 +223,6 @@ impl Controller {
             .lines()
             .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
             .collect()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -7,7 +7,6 @@ use serde::Serialize;
 use super::{print_json, Global};
 use crate::{
     addr::source_net,
-    clock,
     detect::{rates, Snapshot},
     maps::Maps,
 };
@@ -70,10 +69,10 @@ impl Top {
         let maps = Maps::from_pins(&g.pin_dir)?;
         let prefix = maps.config()?.ipv6_prefix_len.clamp(1, 128) as u8;
         let live = !(self.once || self.json) && std::io::stdout().is_terminal();
-        let mut prev = snapshot(&maps)?;
+        let mut prev = maps.snapshot()?;
         loop {
             std::thread::sleep(self.interval);
-            let cur = snapshot(&maps)?;
+            let cur = maps.snapshot()?;
             let rows = self.rows(&prev, &cur, prefix);
             if self.json {
                 return print_json(&rows);
@@ -166,11 +165,4 @@ impl Top {
         rows.truncate(self.limit);
         rows
     }
-}
-
-fn snapshot(maps: &Maps) -> anyhow::Result<Snapshot> {
-    Ok(Snapshot {
-        at_ns: clock::monotonic_ns(),
-        sources: maps.sources()?.into_iter().collect(),
-    })
 }
