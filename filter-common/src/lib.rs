@@ -17,9 +17,9 @@ pub mod map_names {
     pub const SKETCH: &str = "SKETCH";
     /// `PerCpuArray<SourceCounters>`, one slot: staging for new entries.
     pub const SCRATCH: &str = "SCRATCH";
-    /// `LruHashMap<FlowKey, u64>`: SYNs of tracked sources awaiting the
-    /// handshake's ACK (value: when the SYN was seen).
-    pub const FLOWS: &str = "FLOWS";
+    /// `Array<u64>`: bitmaps of the host's open ports (TCP, then UDP), read
+    /// when the policy lists them (see [`super::port_mode`]).
+    pub const PORTS: &str = "PORTS";
     /// `LpmTrie<[u8; 4], ListEntry>`: IPv4 allowlist.
     pub const ALLOW_V4: &str = "ALLOW_V4";
     /// `LpmTrie<[u8; 16], ListEntry>`: IPv6 allowlist.
@@ -40,7 +40,7 @@ pub mod map_names {
         SOURCES,
         SKETCH,
         SCRATCH,
-        FLOWS,
+        PORTS,
         ALLOW_V4,
         ALLOW_V6,
         BLOCK_V4,
@@ -63,8 +63,22 @@ pub mod capacity {
     pub const BLOCK_EXACT: u32 = 262_144;
     /// CIDR blocks per family.
     pub const BLOCK_NET: u32 = 65_536;
-    /// Half-open handshakes of tracked sources.
-    pub const FLOWS: u32 = 65_536;
+}
+
+/// Words of the `PORTS` map: 65 536 bits for TCP, then as many for UDP.
+pub const PORT_WORDS: u32 = 2 * 1024;
+/// First word of the UDP bitmap in `PORTS`.
+pub const PORT_WORDS_UDP: u32 = 1024;
+
+/// How the data path decides whether a destination port is open
+/// ([`Config::tcp_ports`], [`Config::udp_ports`]).
+pub mod port_mode {
+    /// No closed-port policy: every port is treated as open.
+    pub const OFF: u32 = 0;
+    /// Open = the host has a socket for it (the kernel's socket look-up).
+    pub const AUTO: u32 = 1;
+    /// Open = its bit is set in the `PORTS` bitmap.
+    pub const LIST: u32 = 2;
 }
 
 /// Slots in the stats array. More than [`Reason::COUNT`] so that later
@@ -93,11 +107,17 @@ pub enum Reason {
     Fragment = 7,
     /// Over the source's in-kernel token bucket for its flag class: dropped.
     RateLimited = 8,
+    /// A SYN (or UDP datagram) to a port the policy says is closed: dropped.
+    ClosedPort = 9,
+    /// A packet of a class the source is restricted on (a stray packet, or
+    /// a SYN), from a restriction the controller promoted: dropped. The
+    /// source's in-connection traffic still passes.
+    Restricted = 10,
 }
 
 impl Reason {
     /// Number of reasons in use.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 11;
     /// Every reason, in slot order.
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Passed,
@@ -109,6 +129,8 @@ impl Reason {
         Reason::NonTcp,
         Reason::Fragment,
         Reason::RateLimited,
+        Reason::ClosedPort,
+        Reason::Restricted,
     ];
 
     /// Stable name used in CLI output, JSON and metrics.
@@ -123,6 +145,8 @@ impl Reason {
             Reason::NonTcp => "non_tcp",
             Reason::Fragment => "fragment",
             Reason::RateLimited => "rate_limited",
+            Reason::ClosedPort => "closed_port",
+            Reason::Restricted => "restricted",
         }
     }
 
@@ -130,7 +154,11 @@ impl Reason {
     pub const fn drops(self) -> bool {
         matches!(
             self,
-            Reason::BlockedExact | Reason::BlockedCidr | Reason::RateLimited
+            Reason::BlockedExact
+                | Reason::BlockedCidr
+                | Reason::RateLimited
+                | Reason::ClosedPort
+                | Reason::Restricted
         )
     }
 }
@@ -157,17 +185,33 @@ pub struct SourceKey {
     pub addr: [u8; 16],
 }
 
-/// TCP flag classes, in the order of [`SourceCounters`]' counters and of
-/// [`Config::limits`]. A packet belongs to at most one class.
+/// Packet classes, in the order of [`SourceCounters`]' counters, of
+/// [`Config::limits`] and of the bits of [`ListEntry::scope`]. A packet
+/// belongs to at most one class. Every class but SYN counts only *stray*
+/// packets: those that match no local socket (the kernel's socket look-up).
 pub mod flag {
+    /// SYN without ACK, to an open port.
     pub const SYN: usize = 0;
+    /// SYN with ACK, matching no local socket.
     pub const SYN_ACK: usize = 1;
+    /// No SYN, FIN or RST (ACK with or without payload), matching no socket.
     pub const ACK: usize = 2;
+    /// RST set, matching no socket.
     pub const RST: usize = 3;
+    /// FIN set (RST not), matching no socket.
     pub const FIN: usize = 4;
-    pub const COUNT: usize = 5;
+    /// TCP the filter cannot classify: IPv4/IPv6 fragments of TCP (a tiny
+    /// first fragment, or a later one), extension chains longer than the
+    /// parser walks.
+    pub const UNPARSED: usize = 5;
+    pub const COUNT: usize = 6;
     /// Names, indexed by class.
-    pub const NAMES: [&str; COUNT] = ["syn", "syn_ack", "ack", "rst", "fin"];
+    pub const NAMES: [&str; COUNT] = ["syn", "syn_ack", "ack", "rst", "fin", "unparsed"];
+
+    /// The [`super::ListEntry::scope`] bit of class `i`.
+    pub const fn bit(i: usize) -> u32 {
+        1 << i
+    }
 }
 
 /// A token bucket's state: milli-tokens and when it was last refilled.
@@ -190,23 +234,31 @@ pub struct RateLimit {
 /// Highest rate the kernel accepts (keeps the refill arithmetic in u64).
 pub const MAX_RATE_PPS: u32 = 10_000_000;
 
+/// Most distinct closed ports the per-source scan bitmap tells apart
+/// ([`SourceCounters::scan_bits`] has 128 bits; collisions make the count
+/// saturate well before).
+pub const MAX_SCAN_PORTS: u32 = 64;
+
 /// Per-source counters, one copy per CPU (summed in userspace). Timestamps
-/// are `bpf_ktime_get_ns` (CLOCK_MONOTONIC) nanoseconds. Flag counters count
-/// what the source sent (offered load), including packets the rate limit
-/// then dropped, so the controller sees the real rate.
+/// are `bpf_ktime_get_ns` (CLOCK_MONOTONIC) nanoseconds. Class counters
+/// count what the source sent (offered load), including packets the rate
+/// limit then dropped, so the controller sees the real rate; every class but
+/// `syn` counts stray packets only (see [`flag`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceCounters {
-    /// SYN without ACK.
+    /// SYN without ACK, to an open port.
     pub syn: u64,
-    /// SYN with ACK.
+    /// Stray SYN-ACKs.
     pub syn_ack: u64,
-    /// ACK alone (no SYN, FIN or RST) and no payload.
+    /// Stray ACKs (no SYN, FIN or RST; with or without payload).
     pub ack: u64,
-    /// RST set (with or without ACK).
+    /// Stray RSTs.
     pub rst: u64,
-    /// FIN set (with or without ACK), RST not set.
+    /// Stray FINs.
     pub fin: u64,
+    /// TCP packets that could not be classified (see [`flag::UNPARSED`]).
+    pub unparsed: u64,
     /// Every IP packet from the source that reached counting.
     pub packets: u64,
     /// Frame bytes of those packets.
@@ -217,26 +269,33 @@ pub struct SourceCounters {
     pub last_seen_ns: u64,
     /// Packets this CPU dropped for the source's rate limits.
     pub limited: u64,
-    /// Handshakes completed: a pure ACK on a flow whose SYN was seen.
+    /// Handshakes completed: an ACK that met the host's request socket (or
+    /// carried a valid kernel syncookie).
     pub new_conns: u64,
-    /// SYNs on this CPU whose ACK has not come yet (a hint that spares the
-    /// flow look-up for ordinary ACKs; reset when a look-up misses).
-    pub pending_syns: u64,
-    /// This CPU's token buckets, one per flag class (see [`flag`]).
+    /// Packets that belong to a local connection (never limited, never a
+    /// reason to promote).
+    pub in_conn: u64,
+    /// Connections closed (in-connection FIN or RST) before the source sent
+    /// any data on them, as far as this CPU can tell (see `open_empty`).
+    pub empty_conns: u64,
+    /// SYNs and UDP datagrams to closed ports (dropped).
+    pub closed_ports: u64,
+    /// Epochs (about 1 s) in which this CPU saw the source touch more
+    /// distinct closed ports than [`Config::scan_ports`].
+    pub scans: u64,
+    /// Distinct closed ports of the current epoch, hashed into 128 bits.
+    pub scan_bits: [u64; 2],
+    /// Epoch `scan_bits` belongs to.
+    pub scan_epoch: u32,
+    /// Bits set in `scan_bits`.
+    pub scan_count: u32,
+    /// Handshakes completed on this CPU that no data packet from the source
+    /// has followed yet: a completion adds one, an in-connection data packet
+    /// or close takes one (a connection's packets stay on one CPU with RSS).
+    pub open_empty: u32,
+    pub _pad: u32,
+    /// This CPU's token buckets, one per class (see [`flag`]).
     pub buckets: [Bucket; flag::COUNT],
-}
-
-/// A TCP flow as the server sees it: the client's full address and port,
-/// and the local port. Addresses in network byte order (IPv4 in the first
-/// four bytes).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub addr: [u8; 16],
-    pub family: u16,
-    pub sport: u16,
-    pub dport: u16,
-    pub _pad: u16,
 }
 
 /// An allowlist or blocklist entry.
@@ -250,7 +309,12 @@ pub struct ListEntry {
     pub added_unix_s: u64,
     /// Who or what added it: one of [`list_reason`].
     pub reason: u32,
-    pub _pad: u32,
+    /// What the entry drops: 0 = all traffic of the source (a block);
+    /// otherwise a restriction, with one bit per class ([`flag::bit`]): the
+    /// source's SYNs (for `syn`) or its stray packets of those classes are
+    /// dropped, its connections and other traffic pass. Written by the
+    /// controller for evidence a spoofed source could have produced.
+    pub scope: u32,
     /// Free text from the operator (UTF-8, NUL padded, truncated).
     pub note: [u8; LIST_NOTE_LEN],
 }
@@ -264,7 +328,7 @@ impl Default for ListEntry {
             expires_ns: 0,
             added_unix_s: 0,
             reason: list_reason::ADMIN,
-            _pad: 0,
+            scope: 0,
             note: [0; LIST_NOTE_LEN],
         }
     }
@@ -302,10 +366,17 @@ pub struct Config {
     /// before it gets an exact `SOURCES` entry. 0 or 1: track every source at
     /// once (exact counts, but a spoofed flood then churns the LRU).
     pub track_min_packets: u32,
-    /// Per-source rate limits by flag class (see [`flag`]); enforced per CPU
-    /// on tracked sources.
+    /// Per-source rate limits by class (see [`flag`]); enforced per CPU on
+    /// tracked sources, on stray packets only (and on every SYN).
     pub limits: [RateLimit; flag::COUNT],
-    pub _reserved: [u32; 6],
+    /// Closed-port policy for TCP SYNs and for UDP ([`port_mode`]).
+    pub tcp_ports: u32,
+    pub udp_ports: u32,
+    /// A tracked source touching more distinct closed ports than this in
+    /// one epoch on one CPU counts a scan ([`SourceCounters::scans`]);
+    /// 0 = no scan counting.
+    pub scan_ports: u32,
+    pub _reserved: [u32; 5],
 }
 
 /// Default IPv6 source prefix.
@@ -319,7 +390,10 @@ impl Default for Config {
             ipv6_prefix_len: DEFAULT_IPV6_PREFIX,
             track_min_packets: DEFAULT_TRACK_MIN_PACKETS,
             limits: [RateLimit::default(); flag::COUNT],
-            _reserved: [0; 6],
+            tcp_ports: port_mode::OFF,
+            udp_ports: port_mode::OFF,
+            scan_ports: 0,
+            _reserved: [0; 5],
         }
     }
 }
@@ -361,8 +435,18 @@ pub struct FloodConfig {
     pub src_random_mask: u32,
     /// Non-zero: a random source port (1024-65535) and sequence per frame.
     pub randomize_ports: u32,
-    pub _pad: u32,
+    /// Non-zero: a random destination port (1-65535) per frame.
+    pub randomize_dport: u32,
+    /// Length of the template frame (Ethernet + IPv4 + TCP bytes), at most
+    /// [`FLOOD_MAX_FRAME`].
+    pub frame_len: u32,
+    /// Non-zero: the frame holds a whole TCP segment whose checksum is
+    /// recomputed; zero for a fragment (no checksum to fix).
+    pub tcp_checksum: u32,
 }
+
+/// Longest template frame the generator rewrites.
+pub const FLOOD_MAX_FRAME: u32 = 14 + 20 + 40;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -377,7 +461,6 @@ mod pod {
     unsafe impl aya::Pod for Bucket {}
     unsafe impl aya::Pod for RateLimit {}
     unsafe impl aya::Pod for FloodConfig {}
-    unsafe impl aya::Pod for FlowKey {}
 }
 
 #[cfg(test)]
@@ -388,10 +471,9 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<SourceKey>(), 20);
-        assert_eq!(size_of::<SourceCounters>(), 12 * 8 + flag::COUNT * 16);
-        assert_eq!(size_of::<FlowKey>(), 24);
+        assert_eq!(size_of::<SourceCounters>(), 18 * 8 + 16 + flag::COUNT * 16);
         assert_eq!(size_of::<ListEntry>(), 8 + 8 + 4 + 4 + LIST_NOTE_LEN);
-        assert_eq!(size_of::<Config>(), 8 + flag::COUNT * 8 + 24);
+        assert_eq!(size_of::<Config>(), 8 + flag::COUNT * 8 + 32);
         assert_eq!(size_of::<StatValue>(), 16);
         assert!(size_of::<Sketch>() <= 32 * 1024);
         assert_eq!(1 << SKETCH_COLS_LOG2, SKETCH_COLS);

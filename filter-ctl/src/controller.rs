@@ -25,9 +25,9 @@ use crate::{
     audit::AuditLog,
     clock,
     control::{Request, Response},
-    detect::{self, Snapshot},
+    detect::{self, Listed, Snapshot},
     loader,
-    maps::{new_entry, ListKind, Maps},
+    maps::{new_entry, scope_text, ListKind, Maps},
     policy::{Policy, Thresholds},
     state::State,
 };
@@ -73,7 +73,7 @@ impl Controller {
         for iface in &interfaces {
             loader::if_index(iface)?;
         }
-        let config = policy.kernel_config();
+        let config = policy.kernel_config(&state.thresholds(&policy));
         let mut adopted = Vec::new();
         for iface in &interfaces {
             let how = loader::attach(
@@ -90,6 +90,7 @@ impl Controller {
         }
         let mut maps = Maps::from_pins(&policy.pin_dir)?;
         maps.set_config(&config)?;
+        maps.set_ports(policy.ports.tcp.listed(), policy.ports.udp.listed())?;
         let mut c = Controller {
             opts,
             prev: Snapshot::default(),
@@ -159,6 +160,9 @@ impl Controller {
             }
             let entry = new_entry(list_reason::POLICY, None, "policy");
             for net in wanted {
+                if list == ListKind::Block {
+                    self.lift_restrictions_within(net)?;
+                }
                 self.maps.insert(list, net, &entry)?;
             }
         }
@@ -172,30 +176,35 @@ impl Controller {
         let detections = detect::detect(&self.prev, &cur, self.thresholds().by_metric());
         // One listing of each list per cycle: the sweep removes what has
         // expired and returns what is live, which promotion then consults.
-        let allow = self.sweep_expired(ListKind::Allow)?;
+        let allow: Vec<IpNet> = self
+            .sweep_expired(ListKind::Allow)?
+            .into_iter()
+            .map(|l| l.net)
+            .collect();
         let blocked = self.sweep_expired(ListKind::Block)?;
         if !detections.is_empty() {
             let prefix = self.policy.ipv6_prefix;
             let now_unix = clock::unix_now_s();
-            for (net, d) in
+            for (net, scope, d) in
                 detect::promotable(detections, |k| source_net(k, prefix), &allow, &blocked)
             {
                 let (ttl, offense) =
                     self.state
                         .offenders
                         .promote(&net, now_unix, &self.policy.blocking);
-                let note = format!("{} {:.0}/s > {}/s", d.metric_name(), d.rate, d.threshold);
-                self.maps.insert(
-                    ListKind::Block,
-                    net,
-                    &new_entry(list_reason::DETECTOR, Some(ttl), &note),
-                )?;
+                let note = d.note();
+                let mut entry = new_entry(list_reason::DETECTOR, Some(ttl), &note);
+                entry.scope = scope;
+                self.maps.insert(ListKind::Block, net, &entry)?;
                 self.promotions += 1;
+                let action = if scope == 0 { "block" } else { "restrict" };
                 self.audit.record(
                     "promote",
                     json!({
                         "source": net.to_string(),
-                        "reason": format!("{}_flood", d.metric_name()),
+                        "reason": d.reason(),
+                        "action": action,
+                        "scope": scope_text(scope),
                         "rate": (d.rate * 10.0).round() / 10.0,
                         "threshold": d.threshold,
                         "ttl_s": ttl.as_secs(),
@@ -203,7 +212,8 @@ impl Controller {
                     }),
                 );
                 log::warn!(
-                    "blocked {net} for {}: {note}",
+                    "{action} {net} ({}) for {}: {note}",
+                    scope_text(scope),
                     humantime::format_duration(ttl)
                 );
             }
@@ -216,13 +226,33 @@ impl Controller {
         Ok(())
     }
 
+    /// Removes the detector's restrictions inside `net`, which is about to
+    /// be blocked: a longer-prefix restriction would otherwise be the match
+    /// the kernel finds first for an IPv6 /64, and let the source's
+    /// connections through a block meant to stop everything.
+    fn lift_restrictions_within(&mut self, net: IpNet) -> anyhow::Result<()> {
+        for e in self.maps.entries(ListKind::Block)? {
+            if e.raw.scope != 0 && e.net != net && net.contains(&e.net) {
+                self.maps.remove(ListKind::Block, e.net)?;
+                self.audit.record(
+                    "restriction_lifted",
+                    json!({"net": e.net.to_string(), "scope": e.scope, "inside": net.to_string()}),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the entries of `list` whose expiry has passed (the kernel
     /// already ignores them), audits each, and returns the live ones.
-    fn sweep_expired(&mut self, list: ListKind) -> anyhow::Result<Vec<IpNet>> {
+    fn sweep_expired(&mut self, list: ListKind) -> anyhow::Result<Vec<Listed>> {
         let mut live = Vec::new();
         for e in self.maps.entries(list)? {
             if !e.expired {
-                live.push(e.net);
+                live.push(Listed {
+                    net: e.net,
+                    scope: e.raw.scope,
+                });
                 continue;
             }
             self.maps.remove(list, e.net)?;
@@ -283,7 +313,7 @@ impl Controller {
             ),
             false => None,
         };
-        let config = new.kernel_config();
+        let config = new.kernel_config(&self.state.thresholds(&new));
         for iface in interfaces.iter().filter(|i| !self.attached.contains(i)) {
             loader::attach(iface, new.xdp_mode, &new.pin_dir, &config, &new.capacities)?;
         }
@@ -291,6 +321,8 @@ impl Controller {
             loader::detach(iface, &new.pin_dir, false)?;
         }
         self.maps.set_config(&config)?;
+        self.maps
+            .set_ports(new.ports.tcp.listed(), new.ports.udp.listed())?;
         if let Some(log) = new_audit {
             self.audit
                 .record("audit_moved", json!({"to": new.audit.path}));
@@ -336,6 +368,9 @@ impl Controller {
                     None => self.state.threshold_overrides.remove(&name),
                 };
                 self.save_state();
+                // The kernel counts scans against closed_ports itself.
+                self.maps
+                    .set_config(&self.policy.kernel_config(&self.thresholds()))?;
                 let new = self.thresholds().get(&name).unwrap_or(old);
                 self.audit.record(
                     "set_threshold",
@@ -364,6 +399,9 @@ impl Controller {
     ) -> anyhow::Result<serde_json::Value> {
         let net = parse_net(net)?;
         let ttl = ttl_s.map(Duration::from_secs);
+        if list == ListKind::Block {
+            self.lift_restrictions_within(net)?;
+        }
         self.maps
             .insert(list, net, &new_entry(list_reason::ADMIN, ttl, reason))?;
         let event = if list == ListKind::Block {

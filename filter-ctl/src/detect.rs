@@ -16,20 +16,57 @@ pub struct Snapshot {
     pub sources: HashMap<SourceKey, SourceCounters>,
 }
 
-/// What the detectors measure per source: the five flag classes (indexed
-/// as [`flag`]) and completed handshakes.
-pub const METRICS: [&str; METRIC_COUNT] =
-    ["syn", "syn_ack", "ack", "rst", "fin", "new_connections"];
-pub const METRIC_COUNT: usize = flag::COUNT + 1;
+/// What the detectors measure per source: the six packet classes (indexed
+/// as [`flag`]), then connection signals and port scans.
+pub const METRICS: [&str; METRIC_COUNT] = [
+    "syn",
+    "syn_ack",
+    "ack",
+    "rst",
+    "fin",
+    "unparsed",
+    "new_connections",
+    "empty_connections",
+    "closed_ports",
+];
+pub const METRIC_COUNT: usize = flag::COUNT + 3;
 pub const NEW_CONNECTIONS: usize = flag::COUNT;
+pub const EMPTY_CONNECTIONS: usize = flag::COUNT + 1;
+pub const CLOSED_PORTS: usize = flag::COUNT + 2;
 
+/// Counters behind each metric. `syn` is SYNs minus completed handshakes;
+/// `closed_ports` counts the epochs in which the source was seen scanning.
 fn metrics(c: &SourceCounters) -> [u64; METRIC_COUNT] {
-    [c.syn, c.syn_ack, c.ack, c.rst, c.fin, c.new_conns]
+    [
+        c.syn,
+        c.syn_ack,
+        c.ack,
+        c.rst,
+        c.fin,
+        c.unparsed,
+        c.new_conns,
+        c.empty_conns,
+        c.scans,
+    ]
+}
+
+/// What promoting a source on `metric` writes: 0 (a block of everything)
+/// when the evidence needs a completed handshake, which a spoofed address
+/// cannot produce; otherwise a restriction of the packets that were the
+/// evidence (the `scope` bits of a list entry), so that packets forged in
+/// someone's name cost that someone nothing but those packets.
+pub const fn scope_of(metric: usize) -> u32 {
+    match metric {
+        NEW_CONNECTIONS | EMPTY_CONNECTIONS => 0,
+        CLOSED_PORTS => flag::bit(flag::SYN),
+        class => flag::bit(class),
+    }
 }
 
 /// Per-second rate of each metric between two readings of one source. An
 /// entry that was evicted and re-created in between (different first-seen,
-/// or counters that went down) counts from zero.
+/// or counters that went down) counts from zero. SYNs that completed their
+/// handshake are not counted against `syn`.
 pub fn rates(
     prev: Option<&SourceCounters>,
     cur: &SourceCounters,
@@ -41,11 +78,12 @@ pub fn rates(
         Some(p) if p.first_seen_ns == cur.first_seen_ns && p.packets <= cur.packets => metrics(p),
         _ => [0; METRIC_COUNT],
     };
-    let mut out = [0.0; METRIC_COUNT];
+    let mut delta = [0u64; METRIC_COUNT];
     for i in 0..METRIC_COUNT {
-        out[i] = now[i].saturating_sub(before[i]) as f64 / secs;
+        delta[i] = now[i].saturating_sub(before[i]);
     }
-    out
+    delta[flag::SYN] = delta[flag::SYN].saturating_sub(delta[NEW_CONNECTIONS]);
+    delta.map(|d| d as f64 / secs)
 }
 
 /// A source over a threshold.
@@ -62,24 +100,61 @@ impl Detection {
     pub fn metric_name(&self) -> &'static str {
         METRICS[self.metric]
     }
+
+    /// The reason recorded in the audit log (`syn_flood`, `port_scan`).
+    pub fn reason(&self) -> String {
+        match self.metric {
+            CLOSED_PORTS => "port_scan".to_owned(),
+            m => format!("{}_flood", METRICS[m]),
+        }
+    }
+
+    /// One line for the list entry's note and the log.
+    pub fn note(&self) -> String {
+        match self.metric {
+            CLOSED_PORTS => format!("port_scan >{} closed ports/s", self.threshold),
+            _ => format!(
+                "{} {:.0}/s > {}/s",
+                self.metric_name(),
+                self.rate,
+                self.threshold
+            ),
+        }
+    }
+
+    /// See [`scope_of`].
+    pub fn scope(&self) -> u32 {
+        scope_of(self.metric)
+    }
 }
 
-/// Every source whose rate of some metric exceeds its threshold (0 = check
-/// off) between `prev` and `cur`. One detection per source: the metric most
-/// over its threshold. Sorted by source for determinism.
+/// Every (source, metric) whose rate exceeds the metric's threshold (0 =
+/// check off) between `prev` and `cur`. A scan is judged by the kernel
+/// against `closed_ports`, so any scan counted in the interval is a
+/// detection. Sorted by source, then most serious first: a metric that
+/// blocks before one that restricts, then the one most over its threshold.
 pub fn detect(prev: &Snapshot, cur: &Snapshot, thresholds: [u64; METRIC_COUNT]) -> Vec<Detection> {
     let dt = Duration::from_nanos(cur.at_ns.saturating_sub(prev.at_ns));
+    let secs = dt.as_secs_f64().max(1e-3);
+    let over = |i: usize, r: f64| match i {
+        CLOSED_PORTS => r * secs >= 1.0,
+        _ => r > thresholds[i] as f64,
+    };
+    let rank = |d: &Detection| {
+        let ratio = match d.metric {
+            CLOSED_PORTS => 1.0 + d.rate * secs,
+            m => d.rate / thresholds[m] as f64,
+        };
+        (scope_of(d.metric) == 0, ratio)
+    };
     let mut out: Vec<Detection> = cur
         .sources
         .iter()
-        .filter_map(|(key, c)| {
+        .flat_map(|(key, c)| {
             let r = rates(prev.sources.get(key), c, dt);
             (0..METRIC_COUNT)
-                .filter(|&i| thresholds[i] > 0 && r[i] > thresholds[i] as f64)
-                .max_by(|&a, &b| {
-                    (r[a] / thresholds[a] as f64).total_cmp(&(r[b] / thresholds[b] as f64))
-                })
-                .map(|i| Detection {
+                .filter(move |&i| thresholds[i] > 0 && over(i, r[i]))
+                .map(move |i| Detection {
                     key: *key,
                     metric: i,
                     rate: r[i],
@@ -87,24 +162,67 @@ pub fn detect(prev: &Snapshot, cur: &Snapshot, thresholds: [u64; METRIC_COUNT]) 
                 })
         })
         .collect();
-    out.sort_by_key(|d| d.key);
+    out.sort_by(|a, b| {
+        let ((ba, ra), (bb, rb)) = (rank(a), rank(b));
+        a.key.cmp(&b.key).then(bb.cmp(&ba)).then(rb.total_cmp(&ra))
+    });
     out
 }
 
-/// Keeps the detections that may be promoted: never an allowlisted source
-/// (whatever its rate), never one already blocked.
+/// A live block-list entry, as promotion sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub net: IpNet,
+    /// 0: a block; else the restricted classes.
+    pub scope: u32,
+}
+
+/// One promotion per source: the scope to write and the detection that
+/// leads it (the most serious one that changes something). Never an
+/// allowlisted source (whatever its rates), never one inside a block,
+/// never a restriction the source already has; restrictions add up, and a
+/// metric that blocks replaces them. `detections` as [`detect`] sorts them.
 pub fn promotable(
     detections: Vec<Detection>,
     net_of: impl Fn(&SourceKey) -> IpNet,
     allow: &[IpNet],
-    blocked: &[IpNet],
-) -> Vec<(IpNet, Detection)> {
-    detections
-        .into_iter()
-        .map(|d| (net_of(&d.key), d))
-        .filter(|(net, _)| !allow.iter().any(|a| a.contains(net) || net.contains(a)))
-        .filter(|(net, _)| !blocked.iter().any(|b| b.contains(net)))
-        .collect()
+    blocked: &[Listed],
+) -> Vec<(IpNet, u32, Detection)> {
+    let mut out: Vec<(IpNet, u32, Detection)> = Vec::new();
+    let mut had = 0;
+    for d in detections {
+        let net = net_of(&d.key);
+        if allow.iter().any(|a| a.contains(&net) || net.contains(a))
+            || blocked.iter().any(|b| b.scope == 0 && b.net.contains(&net))
+        {
+            continue;
+        }
+        match out.last_mut() {
+            // A later detection of the same source adds its classes to a
+            // restriction (a block already covers them).
+            Some((n, scope, _)) if *n == net => {
+                if *scope != 0 {
+                    *scope |= d.scope();
+                }
+            }
+            _ => {
+                had = blocked.iter().find(|b| b.net == net).map_or(0, |b| b.scope);
+                let scope = match d.scope() {
+                    0 => 0,
+                    s => s | had,
+                };
+                out.push((net, scope, d));
+            }
+        }
+        // The lead detection must itself change something: drop a source
+        // whose detections so far add nothing, so the next can lead.
+        if let Some((n, scope, _)) = out.last() {
+            if *n == net && *scope != 0 && *scope == had {
+                out.pop();
+            }
+        }
+    }
+    out
 }
 
 /// A source's history of promotions, for escalation.
@@ -189,9 +307,16 @@ mod tests {
         );
     }
 
+    /// Thresholds in [`METRICS`] order, the rest off.
+    fn th(v: &[u64]) -> [u64; METRIC_COUNT] {
+        let mut t = [0; METRIC_COUNT];
+        t[..v.len()].copy_from_slice(v);
+        t
+    }
+
     #[test]
     fn detects_the_class_most_over_its_threshold() {
-        let t = [200, 20, 5000, 100, 100, 0];
+        let t = th(&[200, 20, 5000, 100, 100]);
         let prev = snap(
             10 * S,
             &[
@@ -208,40 +333,123 @@ mod tests {
             ],
         );
         let d = detect(&prev, &cur, t);
-        assert_eq!(d.len(), 2);
+        let got: Vec<(SourceKey, &str)> = d.iter().map(|d| (d.key, d.metric_name())).collect();
+        // Every metric over its threshold, the one most over it first.
         assert_eq!(
-            (d[0].key, d[0].metric_name(), d[0].rate),
-            (key("192.0.2.1"), "rst", 500.0)
+            got,
+            [
+                (key("192.0.2.1"), "rst"),
+                (key("192.0.2.1"), "syn"),
+                (key("192.0.2.3"), "syn")
+            ]
         );
-        assert_eq!(
-            (d[1].key, d[1].metric_name(), d[1].threshold),
-            (key("192.0.2.3"), "syn", 200)
-        );
+        assert_eq!(d[0].rate, 500.0);
+        assert_eq!(d[2].threshold, 200);
         // A threshold of 0 switches the check off.
-        assert!(detect(&prev, &cur, [0, 20, 5000, 0, 100, 0]).is_empty());
+        assert!(detect(&prev, &cur, th(&[0, 20, 5000, 0, 100])).is_empty());
         // Exactly at the threshold is not over it.
         let at = snap(11 * S, &[("192.0.2.4", counters(3, 200, 0))]);
         assert!(detect(&prev, &at, t).is_empty());
     }
 
     #[test]
-    fn new_connections_are_a_metric_of_their_own() {
-        let mut churn = counters(1, 300, 0);
-        churn.new_conns = 290;
+    fn syns_that_complete_their_handshake_are_not_a_syn_flood() {
+        // 600 SYNs, 590 handshakes: a busy client, 10 unanswered SYNs/s.
+        let mut busy = counters(1, 600, 0);
+        busy.new_conns = 590;
+        let cur = snap(S, &[("192.0.2.7", busy)]);
         let prev = snap(0, &[]);
-        let cur = snap(S, &[("192.0.2.7", churn)]);
-        let d = detect(&prev, &cur, [1000, 20, 5000, 100, 100, 50]);
-        assert_eq!(d.len(), 1);
-        assert_eq!(
-            (d[0].metric_name(), d[0].rate, d[0].threshold),
-            ("new_connections", 290.0, 50)
-        );
-        assert!(detect(&prev, &cur, [1000, 20, 5000, 100, 100, 0]).is_empty());
+        assert_eq!(rates(None, &busy, Duration::from_secs(1))[flag::SYN], 10.0);
+        assert!(detect(&prev, &cur, th(&[200])).is_empty());
+        // The same SYNs unanswered are.
+        let flood = counters(1, 600, 0);
+        let d = detect(&prev, &snap(S, &[("192.0.2.7", flood)]), th(&[200]));
+        assert_eq!((d[0].metric_name(), d[0].rate), ("syn", 600.0));
     }
 
     #[test]
-    fn allowlisted_and_already_blocked_sources_are_never_promoted() {
-        let t = [10, 10, 10, 10, 10, 10];
+    fn connection_metrics_block_and_packet_metrics_restrict() {
+        let mut churn = counters(1, 300, 0);
+        churn.new_conns = 290;
+        churn.empty_conns = 280;
+        let prev = snap(0, &[]);
+        let cur = snap(S, &[("192.0.2.7", churn)]);
+        let d = detect(&prev, &cur, th(&[1000, 20, 5000, 100, 100, 100, 0, 50]));
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (d[0].metric_name(), d[0].rate, d[0].threshold, d[0].scope()),
+            ("empty_connections", 280.0, 50, 0)
+        );
+        assert_eq!(d[0].reason(), "empty_connections_flood");
+        // new_connections is its own metric, off unless set.
+        let d = detect(&prev, &cur, th(&[1000, 20, 5000, 100, 100, 100, 100, 0]));
+        assert_eq!((d[0].metric_name(), d[0].scope()), ("new_connections", 0));
+        // A block wins over a restriction even when less far over.
+        let mut both = churn;
+        both.rst = 100_000;
+        let cur = snap(S, &[("192.0.2.7", both)]);
+        let d = detect(&prev, &cur, th(&[1000, 20, 5000, 100, 100, 100, 0, 50]));
+        assert_eq!(
+            (d[0].metric_name(), d[1].metric_name()),
+            ("empty_connections", "rst")
+        );
+        // Packet classes restrict that class only.
+        assert_eq!(scope_of(flag::ACK), flag::bit(flag::ACK));
+        assert_eq!(scope_of(CLOSED_PORTS), flag::bit(flag::SYN));
+    }
+
+    #[test]
+    fn a_scan_counted_by_the_kernel_is_a_port_scan() {
+        let mut scanner = counters(1, 0, 0);
+        scanner.closed_ports = 600;
+        scanner.scans = 1;
+        let prev = snap(0, &[]);
+        let cur = snap(S, &[("192.0.2.8", scanner)]);
+        let mut t = th(&[200]);
+        t[CLOSED_PORTS] = 10;
+        let d = detect(&prev, &cur, t);
+        assert_eq!((d[0].reason(), d[0].scope()), ("port_scan".to_owned(), 1));
+        // No new scan in the next interval: nothing.
+        let later = snap(2 * S, &[("192.0.2.8", scanner)]);
+        assert!(detect(&cur, &later, t).is_empty());
+        t[CLOSED_PORTS] = 0;
+        assert!(detect(&prev, &cur, t).is_empty());
+    }
+
+    #[test]
+    fn restrictions_add_up_and_a_block_replaces_them() {
+        let prev = snap(0, &[]);
+        let mut c = counters(1, 5000, 5000);
+        c.syn_ack = 5000;
+        let cur = snap(S, &[("192.0.2.10", c)]);
+        let net = |k: &SourceKey| crate::addr::source_net(k, 64);
+        let t = th(&[100, 100, 100, 100, 100]);
+        let bits = |v: &[usize]| v.iter().fold(0, |a, &i| a | flag::bit(i));
+        // Everything forged at once: one promotion restricting all of it.
+        let p = promotable(detect(&prev, &cur, t), net, &[], &[]);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].1, bits(&[flag::SYN, flag::SYN_ACK, flag::RST]));
+        // Already restricted on the loudest class: the others still come.
+        let had = [Listed {
+            net: "192.0.2.10/32".parse().unwrap(),
+            scope: bits(&[flag::SYN]),
+        }];
+        let p = promotable(detect(&prev, &cur, t), net, &[], &had);
+        assert_eq!(p[0].1, bits(&[flag::SYN, flag::SYN_ACK, flag::RST]));
+        assert_ne!(p[0].2.metric, flag::SYN, "the lead adds something");
+        // A metric that blocks replaces the restrictions.
+        let mut churn = c;
+        churn.empty_conns = 500;
+        let cur = snap(S, &[("192.0.2.10", churn)]);
+        let mut t = t;
+        t[EMPTY_CONNECTIONS] = 50;
+        let p = promotable(detect(&prev, &cur, t), net, &[], &had);
+        assert_eq!((p.len(), p[0].1, p[0].2.metric), (1, 0, EMPTY_CONNECTIONS));
+    }
+
+    #[test]
+    fn allowlisted_blocked_and_already_restricted_sources_are_not_promoted_again() {
+        let t = th(&[10, 10, 10, 10, 10]);
         let prev = snap(0, &[]);
         let cur = snap(
             S,
@@ -249,18 +457,38 @@ mod tests {
                 ("10.1.2.3", counters(1, 1_000_000, 0)),
                 ("192.0.2.9", counters(1, 50, 0)),
                 ("198.51.100.1", counters(1, 50, 0)),
+                ("203.0.113.5", counters(1, 50, 50)),
+                ("203.0.113.6", counters(1, 0, 50)),
             ],
         );
         let allow: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let blocked: Vec<IpNet> = vec!["198.51.100.0/24".parse().unwrap()];
+        let listed = |net: &str, scope: u32| Listed {
+            net: net.parse().unwrap(),
+            scope,
+        };
+        let syn = flag::bit(flag::SYN);
+        let rst = flag::bit(flag::RST);
+        let blocked = vec![
+            listed("198.51.100.0/24", 0),
+            // Restricted on SYN already; now over on RST too.
+            listed("203.0.113.5/32", syn),
+            // Restricted on RST already, and over on RST again: nothing new.
+            listed("203.0.113.6/32", rst),
+        ];
         let p = promotable(
             detect(&prev, &cur, t),
             |k| crate::addr::source_net(k, 64),
             &allow,
             &blocked,
         );
-        assert_eq!(p.len(), 1);
-        assert_eq!(p[0].0.to_string(), "192.0.2.9/32");
+        let got: Vec<(String, u32)> = p.iter().map(|(n, s, _)| (n.to_string(), *s)).collect();
+        assert_eq!(
+            got,
+            [
+                ("192.0.2.9/32".to_owned(), syn),
+                ("203.0.113.5/32".to_owned(), syn | rst)
+            ]
+        );
     }
 
     #[test]

@@ -149,7 +149,7 @@ pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
 
 /// Key and value sizes this build gives each map.
 fn layout(name: &str) -> (u32, u32) {
-    use filter_common::{Config, FlowKey, ListEntry, Sketch, SourceCounters, SourceKey, StatValue};
+    use filter_common::{Config, ListEntry, Sketch, SourceCounters, SourceKey, StatValue};
     use std::mem::size_of;
     let sz = |n: usize| n as u32;
     let entry = sz(size_of::<ListEntry>());
@@ -159,7 +159,7 @@ fn layout(name: &str) -> (u32, u32) {
         map_names::SOURCES => (sz(size_of::<SourceKey>()), sz(size_of::<SourceCounters>())),
         map_names::SKETCH => (4, sz(size_of::<Sketch>())),
         map_names::SCRATCH => (4, sz(size_of::<SourceCounters>())),
-        map_names::FLOWS => (sz(size_of::<FlowKey>()), 8),
+        map_names::PORTS => (4, 8),
         // LPM keys: a 4-byte prefix length, then the address.
         map_names::ALLOW_V4 | map_names::BLOCK_NET_V4 => (8, entry),
         map_names::ALLOW_V6 | map_names::BLOCK_NET_V6 => (20, entry),

@@ -36,6 +36,8 @@ pub struct ListedEntry {
     /// "exact" or "cidr" (the map that holds it).
     pub matches: &'static str,
     pub reason: &'static str,
+    /// What it drops: `all` (a block) or the classes of a restriction.
+    pub scope: String,
     pub note: String,
     pub added_unix_s: u64,
     /// Seconds left; None for a permanent entry.
@@ -56,6 +58,7 @@ pub struct ReasonStats {
 
 pub struct Maps {
     config: Array<MapData, Config>,
+    ports: Array<MapData, u64>,
     stats: PerCpuArray<MapData, StatValue>,
     sources: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
     allow_v4: LpmTrie<MapData, [u8; 4], ListEntry>,
@@ -120,6 +123,7 @@ impl Maps {
         }
         Ok(Maps {
             config: typed!(names::CONFIG),
+            ports: typed!(names::PORTS),
             stats: typed!(names::STATS),
             sources: typed!(names::SOURCES),
             allow_v4: typed!(names::ALLOW_V4),
@@ -133,6 +137,25 @@ impl Maps {
 
     pub fn config(&self) -> Result<Config> {
         self.config.get(&0, 0).map_err(map_err("reading CONFIG"))
+    }
+
+    /// Writes the open-port bitmaps the data path reads in `port_mode::LIST`
+    /// (ports absent from a list are closed).
+    pub fn set_ports(&mut self, tcp: &[u16], udp: &[u16]) -> Result<()> {
+        let mut words = vec![0u64; filter_common::PORT_WORDS as usize];
+        for (base, ports) in [(0, tcp), (filter_common::PORT_WORDS_UDP as usize, udp)] {
+            for &p in ports {
+                words[base + (p as usize >> 6)] |= 1u64 << (p & 63);
+            }
+        }
+        for (i, w) in words.iter().enumerate() {
+            if self.ports.get(&(i as u32), 0).ok() != Some(*w) {
+                self.ports
+                    .set(i as u32, w, 0)
+                    .map_err(map_err("writing PORTS"))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn set_config(&mut self, cfg: &Config) -> Result<()> {
@@ -339,8 +362,13 @@ pub fn sum_counters<'a>(per_cpu: impl Iterator<Item = &'a SourceCounters>) -> So
         acc.packets += c.packets;
         acc.bytes += c.bytes;
         acc.limited += c.limited;
+        acc.unparsed += c.unparsed;
         acc.new_conns += c.new_conns;
-        acc.pending_syns += c.pending_syns;
+        acc.in_conn += c.in_conn;
+        acc.empty_conns += c.empty_conns;
+        acc.closed_ports += c.closed_ports;
+        acc.scans += c.scans;
+        acc.open_empty += c.open_empty;
         if c.first_seen_ns != 0 && (acc.first_seen_ns == 0 || c.first_seen_ns < acc.first_seen_ns) {
             acc.first_seen_ns = c.first_seen_ns;
         }
@@ -372,6 +400,7 @@ fn listed(
         list,
         matches,
         reason: filter_common::list_reason::name(raw.reason),
+        scope: scope_text(raw.scope),
         note: note_text(&raw.note),
         added_unix_s: raw.added_unix_s,
         expires_in_s: (raw.expires_ns != 0)
@@ -396,6 +425,20 @@ pub fn new_entry(reason: u32, ttl: Option<std::time::Duration>, note: &str) -> L
     }
     entry.note[..end].copy_from_slice(&note.as_bytes()[..end]);
     entry
+}
+
+/// `all` for a block, else the restricted classes (`syn,ack`).
+pub fn scope_text(scope: u32) -> String {
+    if scope == 0 {
+        return "all".to_owned();
+    }
+    filter_common::flag::NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| scope & filter_common::flag::bit(*i) != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn note_text(raw: &[u8; LIST_NOTE_LEN]) -> String {

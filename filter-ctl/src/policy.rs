@@ -7,7 +7,7 @@
 
 use std::{fmt, path::PathBuf, time::Duration};
 
-use filter_common::{Config, RateLimit, MAX_RATE_PPS};
+use filter_common::{port_mode, Config, RateLimit, MAX_RATE_PPS};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -31,6 +31,7 @@ pub struct Policy {
     pub block: Vec<Net>,
     pub ipv6_prefix: u8,
     pub track_min_packets: u32,
+    pub ports: Ports,
     pub thresholds: Thresholds,
     pub rate_limit: RateLimits,
     pub blocking: Blocking,
@@ -38,47 +39,66 @@ pub struct Policy {
     pub audit: Audit,
 }
 
-/// Per-source rates (per second) above which a source is promoted to the
-/// blocklist. 0 disables a check.
+/// Per-source rates (per second) above which a source is promoted. 0
+/// disables a check. What a promotion does depends on whether the evidence
+/// could be forged with a spoofed source address (see docs/detection.md):
+/// `syn`, `syn_ack`, `ack`, `rst`, `fin`, `unparsed` and `closed_ports`
+/// restrict that kind of packet from the source; `new_connections` and
+/// `empty_connections` (completed handshakes prove the address) block it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Thresholds {
+    /// SYNs that did not complete a handshake.
     pub syn: u64,
+    /// Stray SYN-ACKs (answering no connection of the host).
     pub syn_ack: u64,
+    /// Stray ACKs (with or without payload).
     pub ack: u64,
     pub rst: u64,
     pub fin: u64,
-    /// Completed handshakes per second.
+    /// TCP fragments and packets the filter cannot classify.
+    pub unparsed: u64,
+    /// Completed handshakes per second (off by default: busy clients and
+    /// NAT gateways open hundreds per second legitimately).
     pub new_connections: u64,
+    /// Connections closed before the source sent any data, per second.
+    pub empty_connections: u64,
+    /// Distinct closed ports one source touches within about a second (a
+    /// port scan; needs `ports:`).
+    pub closed_ports: u64,
 }
 
 impl Thresholds {
     pub const NAMES: [&'static str; METRIC_COUNT] = METRICS;
 
-    pub fn get(&self, name: &str) -> Option<u64> {
+    fn slot(&mut self, name: &str) -> Option<&mut u64> {
         Some(match name {
-            "syn" => self.syn,
-            "syn_ack" | "syn-ack" => self.syn_ack,
-            "ack" => self.ack,
-            "rst" => self.rst,
-            "fin" => self.fin,
-            "new_connections" | "new-connections" => self.new_connections,
-            _ => return None,
-        })
-    }
-
-    pub fn set(&mut self, name: &str, value: u64) -> bool {
-        let slot = match name {
             "syn" => &mut self.syn,
             "syn_ack" | "syn-ack" => &mut self.syn_ack,
             "ack" => &mut self.ack,
             "rst" => &mut self.rst,
             "fin" => &mut self.fin,
+            "unparsed" => &mut self.unparsed,
             "new_connections" | "new-connections" => &mut self.new_connections,
-            _ => return false,
-        };
-        *slot = value;
-        true
+            "empty_connections" | "empty-connections" => &mut self.empty_connections,
+            "closed_ports" | "closed-ports" => &mut self.closed_ports,
+            _ => return None,
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<u64> {
+        let mut copy = *self;
+        copy.slot(name).copied()
+    }
+
+    pub fn set(&mut self, name: &str, value: u64) -> bool {
+        match self.slot(name) {
+            Some(slot) => {
+                *slot = value;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Indexed like [`METRICS`].
@@ -89,7 +109,10 @@ impl Thresholds {
             self.ack,
             self.rst,
             self.fin,
+            self.unparsed,
             self.new_connections,
+            self.empty_connections,
+            self.closed_ports,
         ]
     }
 }
@@ -102,7 +125,10 @@ impl Default for Thresholds {
             ack: 5000,
             rst: 100,
             fin: 100,
-            new_connections: 100,
+            unparsed: 100,
+            new_connections: 0,
+            empty_connections: 50,
+            closed_ports: 10,
         }
     }
 }
@@ -116,6 +142,21 @@ pub struct RateLimits {
     pub ack: Limit,
     pub rst: Limit,
     pub fin: Limit,
+    pub unparsed: Limit,
+}
+
+impl RateLimits {
+    /// Indexed like [`filter_common::flag`].
+    fn by_class(&self) -> [(&'static str, Limit); filter_common::flag::COUNT] {
+        [
+            ("syn", self.syn),
+            ("syn_ack", self.syn_ack),
+            ("ack", self.ack),
+            ("rst", self.rst),
+            ("fin", self.fin),
+            ("unparsed", self.unparsed),
+        ]
+    }
 }
 
 impl Default for RateLimits {
@@ -129,6 +170,109 @@ impl Default for RateLimits {
             ack: l(10_000),
             rst: l(200),
             fin: l(200),
+            unparsed: l(200),
+        }
+    }
+}
+
+/// The host's open ports, for the closed-port policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ports {
+    pub tcp: PortSet,
+    pub udp: PortSet,
+}
+
+/// `off` (no closed-port policy), `auto` (open = a socket is there, as the
+/// kernel's socket look-up sees it) or a list of ports and `lo-hi` ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PortSet {
+    #[default]
+    Off,
+    Auto,
+    List(Vec<u16>),
+}
+
+impl PortSet {
+    fn mode(&self) -> u32 {
+        match self {
+            PortSet::Off => port_mode::OFF,
+            PortSet::Auto => port_mode::AUTO,
+            PortSet::List(_) => port_mode::LIST,
+        }
+    }
+
+    /// The listed ports (none unless a list).
+    pub fn listed(&self) -> &[u16] {
+        match self {
+            PortSet::List(p) => p,
+            _ => &[],
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Item {
+            Port(u64),
+            Text(String),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<Item>),
+        }
+        let bad = |what: &str| {
+            serde::de::Error::custom(format!(
+                "'{what}' is not a port (1-65535) or range (lo-hi); use off, auto or a list like [22, 80, 8000-8100]"
+            ))
+        };
+        let port = |v: u64, text: &str| match u16::try_from(v) {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(bad(text)),
+        };
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "off" => Ok(PortSet::Off),
+            Raw::Word(w) if w == "auto" => Ok(PortSet::Auto),
+            Raw::Word(w) => Err(bad(&w)),
+            Raw::List(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match item {
+                        Item::Port(v) => out.push(port(v, &v.to_string())?),
+                        Item::Text(t) => {
+                            let (lo, hi) = t.split_once('-').ok_or_else(|| bad(&t))?;
+                            let num = |x: &str| x.trim().parse::<u64>().map_err(|_| bad(&t));
+                            let (lo, hi) = (port(num(lo)?, &t)?, port(num(hi)?, &t)?);
+                            if lo > hi {
+                                return Err(bad(&t));
+                            }
+                            out.extend(lo..=hi);
+                        }
+                    }
+                }
+                if out.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "an empty port list would close every port; write off to disable the check",
+                    ));
+                }
+                out.sort_unstable();
+                out.dedup();
+                Ok(PortSet::List(out))
+            }
+        }
+    }
+}
+
+impl Serialize for PortSet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PortSet::Off => s.serialize_str("off"),
+            PortSet::Auto => s.serialize_str("auto"),
+            PortSet::List(p) => p.serialize(s),
         }
     }
 }
@@ -219,6 +363,7 @@ impl Default for Policy {
             block: Vec::new(),
             ipv6_prefix: filter_common::DEFAULT_IPV6_PREFIX as u8,
             track_min_packets: filter_common::DEFAULT_TRACK_MIN_PACKETS,
+            ports: Ports::default(),
             thresholds: Thresholds::default(),
             rate_limit: RateLimits::default(),
             blocking: Blocking::default(),
@@ -262,23 +407,43 @@ ipv6_prefix: 64
 # Packets a new source must send within ~1 s before it is counted on its own.
 track_min_packets: 4
 
-# Per source, per second: a source above any of these is blocked. 0 = off.
-thresholds:
-  syn: 200
-  syn_ack: 20      # unsolicited SYN-ACKs
-  ack: 5000        # pure ACKs without payload
-  rst: 100
-  fin: 100
-  new_connections: 100   # completed handshakes (connection churn)
+# Closed-port policy: a SYN (or UDP datagram) to a port that is not open is
+# dropped in XDP and counted per source. off | auto (open = the host has a
+# socket on it) | a list such as [22, 80, 443, 8000-8100]. `auto` sees only
+# this network namespace: leave it off on a router or a container host.
+ports:
+  tcp: off
+  udp: off
 
-# In-kernel token bucket per source and flag class (per CPU), so a flood is
-# cut within packets, before the controller's next tick. rate 0 = off.
+# Per source, per second: a source above any of these is promoted. 0 = off.
+# Every packet class except syn counts *stray* packets only: those that
+# belong to no connection of this host (the kernel's socket look-up), so a
+# download, an upload or many parallel connections never count here.
+# Evidence a spoofed address can produce restricts only that kind of packet
+# from the source (its connections keep working); evidence from completed
+# handshakes blocks it. See docs/detection.md.
+thresholds:
+  syn: 200               # SYNs that did not complete a handshake (restricts SYNs)
+  syn_ack: 20            # stray SYN-ACKs (restricts them)
+  ack: 5000              # stray ACKs, with or without payload (restricts them)
+  rst: 100               # stray RSTs (restricts them)
+  fin: 100               # stray FINs (restricts them)
+  unparsed: 100          # TCP fragments, over-long IPv6 chains (restricts them)
+  new_connections: 0     # completed handshakes; busy clients and NATs exceed any value (blocks)
+  empty_connections: 50  # connections closed before the source sent data (blocks)
+  closed_ports: 10       # distinct closed ports in ~1 s, a port scan (restricts SYNs; needs ports:)
+
+# In-kernel token bucket per source and class (per CPU), so a flood is cut
+# within packets, before the controller's next tick. Applies to stray
+# packets (and to SYNs; a SYN that completes its handshake gives its token
+# back). rate 0 = off.
 rate_limit:
   syn: { rate: 400, burst: 400 }
   syn_ack: { rate: 40, burst: 40 }
   ack: { rate: 10000, burst: 10000 }
   rst: { rate: 200, burst: 200 }
   fin: { rate: 200, burst: 200 }
+  unparsed: { rate: 200, burst: 200 }
 
 blocking:
   ttl: 10m           # first offence
@@ -439,14 +604,15 @@ impl Policy {
                 b.ttl
             ));
         }
-        let limits = [
-            ("syn", self.rate_limit.syn),
-            ("syn_ack", self.rate_limit.syn_ack),
-            ("ack", self.rate_limit.ack),
-            ("rst", self.rate_limit.rst),
-            ("fin", self.rate_limit.fin),
-        ];
-        for (name, l) in limits {
+        if self.thresholds.closed_ports > filter_common::MAX_SCAN_PORTS as u64 {
+            return Err(format!(
+                "{}: at most {} distinct ports can be told apart, got {}",
+                at("thresholds.closed_ports"),
+                filter_common::MAX_SCAN_PORTS,
+                self.thresholds.closed_ports
+            ));
+        }
+        for (name, l) in self.rate_limit.by_class() {
             if l.rate > MAX_RATE_PPS {
                 return Err(format!(
                     "{}: rate {} is above the maximum {MAX_RATE_PPS}",
@@ -499,17 +665,25 @@ impl Policy {
         Ok(())
     }
 
-    /// The data-path configuration this policy asks for.
-    pub fn kernel_config(&self) -> Config {
-        let l = |x: Limit| RateLimit {
-            rate: x.rate,
-            burst: x.burst,
-        };
-        let r = &self.rate_limit;
+    /// The data-path configuration this policy asks for, with the
+    /// thresholds in force (the kernel counts port scans against
+    /// `closed_ports`).
+    pub fn kernel_config(&self, thresholds: &Thresholds) -> Config {
         Config {
             ipv6_prefix_len: self.ipv6_prefix.into(),
             track_min_packets: self.track_min_packets,
-            limits: [l(r.syn), l(r.syn_ack), l(r.ack), l(r.rst), l(r.fin)],
+            limits: self.rate_limit.by_class().map(|(_, x)| RateLimit {
+                rate: x.rate,
+                burst: x.burst,
+            }),
+            tcp_ports: self.ports.tcp.mode(),
+            udp_ports: self.ports.udp.mode(),
+            // The check is off when its threshold is, or when no port is
+            // ever closed.
+            scan_ports: match self.ports.tcp.mode() | self.ports.udp.mode() {
+                port_mode::OFF => 0,
+                _ => thresholds.closed_ports as u32,
+            },
             ..Config::default()
         }
     }
@@ -585,7 +759,7 @@ mod tests {
             }
         );
         assert_eq!(p.rate_limit.rst, RateLimits::default().rst);
-        let cfg = p.kernel_config();
+        let cfg = p.kernel_config(&p.thresholds);
         assert_eq!(cfg.limits[filter_common::flag::SYN].rate, 100);
         assert_eq!(cfg.ipv6_prefix_len, 64);
     }
@@ -665,6 +839,39 @@ mod tests {
     }
 
     #[test]
+    fn ports_are_off_auto_or_a_list_with_ranges() {
+        let p = parse("ports: { tcp: [443, 22, 8000-8002, 22], udp: auto }\n").unwrap();
+        assert_eq!(p.ports.tcp, PortSet::List(vec![22, 443, 8000, 8001, 8002]));
+        assert_eq!(p.ports.udp, PortSet::Auto);
+        let cfg = p.kernel_config(&p.thresholds);
+        assert_eq!(
+            (cfg.tcp_ports, cfg.udp_ports, cfg.scan_ports),
+            (port_mode::LIST, port_mode::AUTO, 10)
+        );
+        // No closed-port policy: no scan counting either.
+        let off = Policy::default();
+        assert_eq!(off.kernel_config(&off.thresholds).scan_ports, 0);
+        let p = parse("ports:\n  tcp: off\n").unwrap();
+        assert_eq!(p.ports.tcp, PortSet::Off);
+        for (text, want) in [
+            ("ports: { tcp: [] }\n", "empty port list"),
+            ("ports: { tcp: [0] }\n", "'0' is not a port"),
+            ("ports: { tcp: [70000] }\n", "'70000' is not a port"),
+            ("ports: { tcp: [\"9-1\"] }\n", "'9-1' is not a port"),
+            ("ports: { tcp: [\"http\"] }\n", "'http' is not a port"),
+            ("ports: { tcp: sometimes }\n", "'sometimes' is not a port"),
+            ("ports: { sctp: auto }\n", "unknown field `sctp`"),
+            (
+                "thresholds: { closed_ports: 65 }\n",
+                "thresholds.closed_ports (line 1): at most 64",
+            ),
+        ] {
+            let err = parse(text).expect_err(text);
+            assert!(err.contains(want), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
     fn threshold_names() {
         let mut t = Thresholds::default();
         assert!(t.set("syn-ack", 7));
@@ -674,5 +881,7 @@ mod tests {
         assert_eq!(t.by_metric()[filter_common::flag::SYN_ACK], 7);
         assert!(t.set("new-connections", 9));
         assert_eq!(t.by_metric()[crate::detect::NEW_CONNECTIONS], 9);
+        assert!(t.set("closed_ports", 4));
+        assert_eq!(t.by_metric()[crate::detect::CLOSED_PORTS], 4);
     }
 }

@@ -11,7 +11,17 @@ fn live(entry: &ListEntry, clock: &mut Clock) -> bool {
     entry.expires_ns == 0 || clock.now() < entry.expires_ns
 }
 
-/// Allowlist first, then exact blocks, then CIDR blocks. `None`: not listed.
+/// What the lists say about a source.
+pub enum Listed {
+    /// A verdict already: allowlisted, or blocked (exact or CIDR).
+    Verdict(Reason),
+    /// Restricted on these classes (bits of `ListEntry::scope`), or 0.
+    Scope(u32),
+}
+
+/// Allowlist first, then exact blocks, then CIDR blocks. A restriction (an
+/// entry with a scope) does not hide a block: both block maps are consulted
+/// and restrictions found in either add up.
 #[inline(always)]
 pub fn check<const N: usize>(
     allow: &LpmTrie<[u8; N], ListEntry>,
@@ -19,24 +29,31 @@ pub fn check<const N: usize>(
     net: &LpmTrie<[u8; N], ListEntry>,
     addr: [u8; N],
     clock: &mut Clock,
-) -> Option<Reason> {
+) -> Listed {
     let key = Key::new((N * 8) as u32, addr);
     if let Some(e) = allow.get(&key) {
         if live(e, clock) {
-            return Some(Reason::Allowlisted);
+            return Listed::Verdict(Reason::Allowlisted);
         }
     }
+    let mut scope = 0;
     // SAFETY: the value is only read; a concurrent update by userspace can at
     // worst make this packet see the old or the new entry.
     if let Some(e) = unsafe { exact.get(addr) } {
         if live(e, clock) {
-            return Some(Reason::BlockedExact);
+            if e.scope == 0 {
+                return Listed::Verdict(Reason::BlockedExact);
+            }
+            scope |= e.scope;
         }
     }
     if let Some(e) = net.get(&key) {
         if live(e, clock) {
-            return Some(Reason::BlockedCidr);
+            if e.scope == 0 {
+                return Listed::Verdict(Reason::BlockedCidr);
+            }
+            scope |= e.scope;
         }
     }
-    None
+    Listed::Scope(scope)
 }

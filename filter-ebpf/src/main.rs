@@ -1,12 +1,16 @@
 //! The XDP filter. Decision order (DESIGN.md, data path contracts):
 //! malformed → PASS; not IP → PASS; allowlist → PASS; exact block → DROP;
-//! CIDR block → DROP; otherwise count per source, then DROP if the source is
-//! over its rate limit for the packet's flag class, else PASS. Every verdict
-//! leaves through `stats::record`.
+//! CIDR block → DROP; closed port → DROP; otherwise count per source, then
+//! DROP a packet of a class the source is restricted on, or over its rate
+//! limit for that class, else PASS. Non-SYN TCP from a tracked (or
+//! restricted) source is first looked up among the host's sockets: packets
+//! of a connection are counted but never limited or restricted. Every
+//! verdict leaves through `stats::record`.
 #![no_std]
 #![no_main]
 
 mod clock;
+mod conn;
 mod lists;
 mod maps;
 mod parse;
@@ -15,12 +19,15 @@ mod track;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use filter_common::{
-    flag, Config, RateLimit, Reason, SourceKey, DEFAULT_IPV6_PREFIX, FAMILY_V4, FAMILY_V6,
+    flag, port_mode, Config, RateLimit, Reason, SourceKey, DEFAULT_IPV6_PREFIX, FAMILY_V4,
+    FAMILY_V6, PORT_WORDS_UDP,
 };
 
 use crate::{
     clock::Clock,
-    maps::{ALLOW_V4, ALLOW_V6, BLOCK_NET_V4, BLOCK_NET_V6, BLOCK_V4, BLOCK_V6, CONFIG},
+    conn::{Conn, Sock},
+    lists::Listed,
+    maps::{ALLOW_V4, ALLOW_V6, BLOCK_NET_V4, BLOCK_NET_V6, BLOCK_V4, BLOCK_V6, CONFIG, PORTS},
     parse::{Malformed, ETH_P_IP, ETH_P_IPV6, L4},
     track::Class,
 };
@@ -31,64 +38,146 @@ pub fn filter(ctx: XdpContext) -> u32 {
     stats::record(&ctx, reason)
 }
 
+/// Addresses of both families in 16 bytes (IPv4 in the first four).
+#[inline(always)]
+fn widen(a: [u8; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..4].copy_from_slice(&a);
+    out
+}
+
 #[inline(always)]
 fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
     let (proto, l3) = parse::ethernet(ctx)?;
     let mut clock = Clock::new();
-    // The source's full address (flows) and its identity (counters).
-    let (full, key, l4) = match proto {
+    let cfg = config();
+    // Full addresses (socket look-ups), the source's identity (counters),
+    // and its restriction scope from the block lists.
+    let (v6, src, dst, key, scope, l4) = match proto {
         ETH_P_IP => {
-            let (src, l4) = parse::ipv4(ctx, l3)?;
-            if let Some(r) = lists::check(&ALLOW_V4, &BLOCK_V4, &BLOCK_NET_V4, src, &mut clock) {
-                return Ok(r);
-            }
-            let mut addr = [0u8; 16];
-            addr[..4].copy_from_slice(&src);
+            let (src, dst, l4) = parse::ipv4(ctx, l3)?;
+            let scope = match lists::check(&ALLOW_V4, &BLOCK_V4, &BLOCK_NET_V4, src, &mut clock) {
+                Listed::Verdict(r) => return Ok(r),
+                Listed::Scope(s) => s,
+            };
+            let src = widen(src);
             let key = SourceKey {
                 family: FAMILY_V4,
-                addr,
+                addr: src,
             };
-            (addr, key, l4)
+            (false, src, widen(dst), key, scope, l4)
         }
         ETH_P_IPV6 => {
-            let (src, next, off, payload_len) = parse::ipv6(ctx, l3)?;
-            if let Some(r) = lists::check(&ALLOW_V6, &BLOCK_V6, &BLOCK_NET_V6, src, &mut clock) {
-                return Ok(r);
-            }
-            let l4 = parse::ipv6_ext(ctx, next, off, payload_len)?;
+            let ip = parse::ipv6(ctx, l3)?;
+            let scope = match lists::check(&ALLOW_V6, &BLOCK_V6, &BLOCK_NET_V6, ip.src, &mut clock)
+            {
+                Listed::Verdict(r) => return Ok(r),
+                Listed::Scope(s) => s,
+            };
+            let l4 = parse::ipv6_ext(ctx, &ip)?;
             let key = SourceKey {
                 family: FAMILY_V6,
-                addr: mask_v6(src, config().ipv6_prefix_len),
+                addr: mask_v6(ip.src, cfg.ipv6_prefix_len),
             };
-            (src, key, l4)
+            (true, ip.src, ip.dst, key, scope, l4)
         }
         _ => return Ok(Reason::NonIp),
     };
-    let (class, reason, ports) = match l4 {
-        L4::Tcp { offset, len } => {
-            let t = parse::tcp(ctx, offset, len)?;
-            (
-                Class::of(t.flags, t.payload),
-                Reason::Passed,
-                Some((t.sport, t.dport)),
-            )
+    // The TCP ports (wire order) and where the TCP header is, for the
+    // socket look-up; the packet's class; and the verdict if nothing drops it.
+    let mut tcp = None;
+    let (mut class, reason) = match l4 {
+        L4::Tcp {
+            offset,
+            len,
+            first_fragment,
+        } => match parse::tcp(ctx, offset, len) {
+            Ok(t) => {
+                tcp = Some((t.sport, t.dport, offset));
+                (Class::of(t.flags, t.payload), Reason::Passed)
+            }
+            // A first fragment too short for the TCP header: the host
+            // reassembles it, so it is counted, not passed as malformed.
+            Err(_) if first_fragment => (Class::Unparsed, Reason::Passed),
+            Err(e) => return Err(e),
+        },
+        L4::Udp { offset } => {
+            let dport = parse::udp_dport(ctx, offset)?;
+            let closed = match cfg.udp_ports {
+                port_mode::LIST => !port_listed(PORT_WORDS_UDP, dport),
+                port_mode::AUTO => !Conn::new(ctx, v6, src, dst, (0, dport), l3, offset).udp_open(),
+                _ => false,
+            };
+            let class = match closed {
+                true => Class::Closed {
+                    port: u16::from_be(dport),
+                },
+                false => Class::None,
+            };
+            (class, Reason::NonTcp)
         }
-        L4::Other => (Class::None, Reason::NonTcp, None),
-        L4::Fragment => (Class::None, Reason::Fragment, None),
+        L4::Other => (Class::None, Reason::NonTcp),
+        L4::Fragment => (Class::None, Reason::Fragment),
+        L4::Unparsed => (Class::Unparsed, Reason::Passed),
     };
-    let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let flow = track::Flow { addr: &full, ports };
-    if track::count(&key, class, bytes, &flow, config(), &mut clock) {
-        return Ok(Reason::RateLimited);
+    let entry = track::entry(&key, cfg, &mut clock);
+    // One socket look-up at most, and only where it decides something: a
+    // SYN under `ports.tcp: auto`, or a packet a socket could own from a
+    // source that is tracked (counted, limited) or restricted.
+    let mut sock = Sock::Unknown;
+    if let Some((sport, dport, offset)) = tcp {
+        let wanted = match class {
+            Class::Syn => cfg.tcp_ports == port_mode::AUTO,
+            c => c.needs_lookup() && (entry.tracked() || track::restricted_on(c, scope)),
+        };
+        if wanted {
+            let ack = matches!(class, Class::Ack { data: false });
+            sock = Conn::new(ctx, v6, src, dst, (sport, dport), l3, offset).tcp(ack);
+        }
+        if class == Class::Syn && tcp_port_closed(cfg, dport, sock) {
+            class = Class::Closed {
+                port: u16::from_be(dport),
+            };
+        }
     }
-    Ok(reason)
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let verdict = track::account(&entry, class, sock, bytes, scope, cfg, &mut clock);
+    track::commit(&key, &entry);
+    if let Class::Closed { .. } = class {
+        return Ok(Reason::ClosedPort);
+    }
+    Ok(verdict.unwrap_or(reason))
+}
+
+/// Whether a SYN's destination port (wire order) is closed by the policy;
+/// `sock` is the look-up's answer under `port_mode::AUTO`.
+#[inline(always)]
+fn tcp_port_closed(cfg: &Config, dport: u16, sock: Sock) -> bool {
+    match cfg.tcp_ports {
+        port_mode::LIST => !port_listed(0, dport),
+        port_mode::AUTO => sock == Sock::None,
+        _ => false,
+    }
+}
+
+/// The port's bit in the `PORTS` bitmap starting at word `base`.
+#[inline(always)]
+fn port_listed(base: u32, dport: u16) -> bool {
+    let port = u16::from_be(dport) as u32;
+    match PORTS.get(base + (port >> 6)) {
+        Some(word) => word & (1u64 << (port & 63)) != 0,
+        None => false,
+    }
 }
 
 static DEFAULT_CONFIG: Config = Config {
     ipv6_prefix_len: DEFAULT_IPV6_PREFIX,
     track_min_packets: filter_common::DEFAULT_TRACK_MIN_PACKETS,
     limits: [RateLimit { rate: 0, burst: 0 }; flag::COUNT],
-    _reserved: [0; 6],
+    tcp_ports: port_mode::OFF,
+    udp_ports: port_mode::OFF,
+    scan_ports: 0,
+    _reserved: [0; 5],
 };
 
 #[inline(always)]

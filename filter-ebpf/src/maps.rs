@@ -3,10 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{lpm_trie::LpmTrie, Array, HashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use filter_common::{
-    capacity, Config, FlowKey, ListEntry, Sketch, SourceCounters, SourceKey, StatValue, STATS_SLOTS,
+    capacity, Config, ListEntry, Sketch, SourceCounters, SourceKey, StatValue, PORT_WORDS,
+    STATS_SLOTS,
 };
 
 /// Written by the controller, read on every packet (slot 0).
@@ -27,10 +28,11 @@ pub static SOURCES: LruPerCpuHashMap<SourceKey, SourceCounters> =
 #[map]
 pub static SCRATCH: PerCpuArray<SourceCounters> = PerCpuArray::with_max_entries(1, 0);
 
-/// Written and read only here: SYNs of tracked sources whose handshake has
-/// not completed yet, to count new connections.
+/// Written by the controller (the policy's `ports:` lists), read here when
+/// `Config::tcp_ports`/`udp_ports` is `port_mode::LIST`: one bit per port,
+/// TCP in words 0..1024, UDP in 1024..2048.
 #[map]
-pub static FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(capacity::FLOWS, 0);
+pub static PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 
 /// Written and read only here: the count-min sketch that gates `SOURCES`.
 #[map]

@@ -7,15 +7,19 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, tcp::TcpHdr, vlan::VlanHdr};
+use network_types::{
+    eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr,
+};
 
 /// Error: the packet is truncated or a header is inconsistent.
 pub struct Malformed;
 
 /// VLAN tags we look through (802.1Q and 802.1ad, e.g. QinQ).
 pub const VLAN_MAX_DEPTH: usize = 2;
-/// IPv6 extension headers we walk before giving up on finding TCP.
-pub const IPV6_EXT_MAX_CHAIN: usize = 6;
+/// IPv6 extension headers we walk before giving up on finding TCP. Linux
+/// itself has no limit, so a longer chain is not malformed: it is counted as
+/// [`L4::Unparsed`] (per source, limited), never passed uncounted.
+pub const IPV6_EXT_MAX_CHAIN: usize = 8;
 /// Largest L3/L4 offset we accept. Keeps offsets bounded for the verifier and
 /// is far beyond any real header stack (2 VLANs + IPv6 + 6 ext headers of at
 /// most 2 KiB each would not fit an XDP frame anyway).
@@ -27,6 +31,7 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
@@ -68,17 +73,29 @@ pub fn ethernet(ctx: &XdpContext) -> Result<(u16, usize), Malformed> {
 
 /// What follows the IP header(s).
 pub enum L4 {
-    /// A TCP header at `offset`; `len` bytes of L3 payload (TCP header + data).
-    Tcp { offset: usize, len: usize },
-    /// Not TCP.
+    /// A TCP header at `offset`; `len` bytes of L3 payload (TCP header +
+    /// data). `first_fragment`: the packet is the first of several
+    /// fragments, so a TCP header cut short is a tiny fragment, not an error.
+    Tcp {
+        offset: usize,
+        len: usize,
+        first_fragment: bool,
+    },
+    /// A UDP header at `offset`.
+    Udp { offset: usize },
+    /// Neither TCP nor UDP.
     Other,
-    /// A fragment with offset > 0: no L4 header here.
+    /// A later fragment of something other than TCP: no L4 header here.
     Fragment,
+    /// TCP the filter cannot classify: a later fragment of TCP, or an IPv6
+    /// extension chain longer than [`IPV6_EXT_MAX_CHAIN`].
+    Unparsed,
 }
 
-/// An IPv4 header, options included: source address and what follows.
+/// An IPv4 header, options included: source and destination addresses and
+/// what follows.
 #[inline(always)]
-pub fn ipv4(ctx: &XdpContext, off: usize) -> Result<([u8; 4], L4), Malformed> {
+pub fn ipv4(ctx: &XdpContext, off: usize) -> Result<([u8; 4], [u8; 4], L4), Malformed> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
     let vihl = unsafe { (*ip).vihl };
     let ihl = ((vihl & 0x0f) as usize) * 4;
@@ -92,45 +109,59 @@ pub fn ipv4(ctx: &XdpContext, off: usize) -> Result<([u8; 4], L4), Malformed> {
     // The options must be in the frame too: probe the header's last byte.
     let _: *const u8 = ptr_at(ctx, off + ihl - 1)?;
     let src = unsafe { (*ip).src_addr };
-    let frag_offset = u16::from_be_bytes(unsafe { (*ip).frags }) & 0x1fff;
-    let l4 = if frag_offset != 0 {
-        L4::Fragment
-    } else if unsafe { (*ip).proto } != IPPROTO_TCP {
-        L4::Other
-    } else {
-        L4::Tcp {
+    let dst = unsafe { (*ip).dst_addr };
+    let frags = u16::from_be_bytes(unsafe { (*ip).frags });
+    let frag_offset = frags & 0x1fff;
+    let more_fragments = frags & 0x2000 != 0;
+    let proto = unsafe { (*ip).proto };
+    let l4 = match (proto, frag_offset != 0) {
+        (IPPROTO_TCP, true) => L4::Unparsed,
+        (_, true) => L4::Fragment,
+        (IPPROTO_TCP, false) => L4::Tcp {
             offset: off + ihl,
             len: tot_len - ihl,
-        }
+            first_fragment: more_fragments,
+        },
+        (IPPROTO_UDP, false) => L4::Udp { offset: off + ihl },
+        _ => L4::Other,
     };
-    Ok((src, l4))
+    Ok((src, dst, l4))
 }
 
-/// An IPv6 header: the full source address and the offset after the fixed
-/// header, with the payload length and first next-header value.
+/// The fixed IPv6 header.
+pub struct Ipv6 {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// First next-header value and the offset after the fixed header.
+    pub next: u8,
+    pub off: usize,
+    pub payload_len: usize,
+}
+
+/// An IPv6 header: addresses, and where the extension chain starts.
 #[inline(always)]
-pub fn ipv6(ctx: &XdpContext, off: usize) -> Result<([u8; 16], u8, usize, usize), Malformed> {
+pub fn ipv6(ctx: &XdpContext, off: usize) -> Result<Ipv6, Malformed> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
     if unsafe { (*ip).vcf[0] } >> 4 != 6 {
         return Err(Malformed);
     }
-    let payload_len = u16::from_be_bytes(unsafe { (*ip).payload_len }) as usize;
-    let src = unsafe { (*ip).src_addr };
-    let next = unsafe { (*ip).next_hdr };
-    Ok((src, next, off + Ipv6Hdr::LEN, payload_len))
+    Ok(Ipv6 {
+        src: unsafe { (*ip).src_addr },
+        dst: unsafe { (*ip).dst_addr },
+        next: unsafe { (*ip).next_hdr },
+        off: off + Ipv6Hdr::LEN,
+        payload_len: u16::from_be_bytes(unsafe { (*ip).payload_len }) as usize,
+    })
 }
 
 /// Walks at most [`IPV6_EXT_MAX_CHAIN`] extension headers starting with
-/// `next` at `off`. A chain longer than that is reported as malformed: we
-/// will not guess where TCP starts.
+/// `next` at `off`. We will not guess where TCP starts behind a longer
+/// chain: it is [`L4::Unparsed`].
 #[inline(always)]
-pub fn ipv6_ext(
-    ctx: &XdpContext,
-    mut next: u8,
-    mut off: usize,
-    payload_len: usize,
-) -> Result<L4, Malformed> {
+pub fn ipv6_ext(ctx: &XdpContext, ip: &Ipv6) -> Result<L4, Malformed> {
+    let (mut next, mut off, payload_len) = (ip.next, ip.off, ip.payload_len);
     let start = off;
+    let mut more_fragments = false;
     for _ in 0..IPV6_EXT_MAX_CHAIN {
         let len = match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
@@ -145,11 +176,16 @@ pub fn ipv6_ext(
             }
             IPPROTO_FRAGMENT => {
                 let h: *const [u8; 8] = ptr_at(ctx, off)?;
-                let frag_offset = u16::from_be_bytes(unsafe { [(*h)[2], (*h)[3]] }) >> 3;
-                if frag_offset != 0 {
-                    return Ok(L4::Fragment);
-                }
+                let v = u16::from_be_bytes(unsafe { [(*h)[2], (*h)[3]] });
                 next = unsafe { (*h)[0] };
+                if v >> 3 != 0 {
+                    return Ok(if next == IPPROTO_TCP {
+                        L4::Unparsed
+                    } else {
+                        L4::Fragment
+                    });
+                }
+                more_fragments = v & 1 != 0;
                 8
             }
             _ => break,
@@ -157,18 +193,20 @@ pub fn ipv6_ext(
         off += len;
     }
     if is_ipv6_ext(next) {
-        return Err(Malformed);
-    }
-    if next != IPPROTO_TCP {
-        return Ok(L4::Other);
+        return Ok(L4::Unparsed);
     }
     let ext_len = off - start;
     if ext_len > payload_len {
         return Err(Malformed);
     }
-    Ok(L4::Tcp {
-        offset: off,
-        len: payload_len - ext_len,
+    Ok(match next {
+        IPPROTO_TCP => L4::Tcp {
+            offset: off,
+            len: payload_len - ext_len,
+            first_fragment: more_fragments,
+        },
+        IPPROTO_UDP => L4::Udp { offset: off },
+        _ => L4::Other,
     })
 }
 
@@ -193,6 +231,13 @@ pub struct Tcp {
     /// Ports as they are on the wire (network byte order).
     pub sport: u16,
     pub dport: u16,
+}
+
+/// The UDP destination port (wire order).
+#[inline(always)]
+pub fn udp_dport(ctx: &XdpContext, off: usize) -> Result<u16, Malformed> {
+    let udp: *const UdpHdr = ptr_at(ctx, off)?;
+    Ok(u16::from_ne_bytes(unsafe { (*udp).dst }))
 }
 
 /// The TCP header. Options are not read, so only the fixed 20 bytes must be

@@ -7,66 +7,66 @@
 //! counters per packet instead of inserting (and evicting) an LRU entry.
 
 use filter_common::{
-    flag, Bucket, Config, FlowKey, RateLimit, SourceCounters, SourceKey, SKETCH_COLS,
+    flag, Bucket, Config, RateLimit, Reason, SourceCounters, SourceKey, SKETCH_COLS,
     SKETCH_COLS_LOG2, SKETCH_COUNT_MASK, SKETCH_EPOCH_NS_SHIFT, SKETCH_EPOCH_SHIFT,
 };
 
 use crate::{
     clock::Clock,
-    maps::{FLOWS, SCRATCH, SKETCH, SOURCES},
+    conn::Sock,
+    maps::{SCRATCH, SKETCH, SOURCES},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
-/// What identifies the packet's flow, for handshake counting; the key is
-/// only built when a look-up or insert needs it.
-pub struct Flow<'a> {
-    /// The source's full address (not masked to the IPv6 prefix).
-    pub addr: &'a [u8; 16],
-    /// TCP source and destination ports (wire order); None if not TCP.
-    pub ports: Option<(u16, u16)>,
-}
-
-impl Flow<'_> {
-    #[inline(always)]
-    fn key(&self, family: u32) -> Option<FlowKey> {
-        let (sport, dport) = self.ports?;
-        Some(FlowKey {
-            addr: *self.addr,
-            family: family as u16,
-            sport,
-            dport,
-            _pad: 0,
-        })
-    }
-}
-
-/// Which per-flag counter a packet increments (at most one).
-#[derive(Clone, Copy)]
+/// Which class a packet belongs to (at most one), or why it has none.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     Syn,
     SynAck,
-    Ack,
+    /// `data`: the segment carries payload.
+    Ack {
+        data: bool,
+    },
     Rst,
     Fin,
+    /// TCP we cannot classify (fragments, long IPv6 chains).
+    Unparsed,
+    /// A SYN or UDP datagram to a closed port (`port` in host order), which
+    /// the caller drops.
+    Closed {
+        port: u16,
+    },
+    /// Not TCP (UDP to an open port, ICMP, ...): counted, never limited.
     None,
 }
 
 impl Class {
-    /// Index into the per-class counters, buckets and limits.
+    /// Index into the per-class counters, buckets, limits and scope bits.
     #[inline(always)]
     fn index(self) -> Option<usize> {
         match self {
             Class::Syn => Some(flag::SYN),
             Class::SynAck => Some(flag::SYN_ACK),
-            Class::Ack => Some(flag::ACK),
+            Class::Ack { .. } => Some(flag::ACK),
             Class::Rst => Some(flag::RST),
             Class::Fin => Some(flag::FIN),
-            Class::None => None,
+            Class::Unparsed => Some(flag::UNPARSED),
+            Class::Closed { .. } | Class::None => None,
         }
     }
 
+    /// Classes a local socket can own: whether they are stray is decided by
+    /// the socket look-up.
+    #[inline(always)]
+    pub fn needs_lookup(self) -> bool {
+        matches!(
+            self,
+            Class::SynAck | Class::Ack { .. } | Class::Rst | Class::Fin
+        )
+    }
+
     /// RST wins over everything, then SYN (SYN-ACK if ACK is set), then FIN;
-    /// a pure ACK is ACK alone with no payload.
+    /// anything else (ACK, with or without payload, or no flag at all) is ACK.
     #[inline(always)]
     pub fn of(flags: u8, payload: usize) -> Class {
         if flags & TCP_RST != 0 {
@@ -79,24 +79,129 @@ impl Class {
             }
         } else if flags & TCP_FIN != 0 {
             Class::Fin
-        } else if flags & TCP_ACK != 0 && payload == 0 {
-            Class::Ack
         } else {
-            Class::None
+            Class::Ack { data: payload > 0 }
         }
     }
 }
 
+/// Whether the class is one a restriction or a limit applies to, so that
+/// its socket look-up decides something.
 #[inline(always)]
-fn apply(c: &mut SourceCounters, class: Class, bytes: u64, now: u64) {
+pub fn restricted_on(class: Class, scope: u32) -> bool {
+    match class.index() {
+        Some(i) => scope & flag::bit(i) != 0,
+        None => false,
+    }
+}
+
+/// The source's counters for this packet: its `SOURCES` entry, or a fresh
+/// one in this CPU's scratch slot when the sketch says it is heavy enough
+/// to track (then `new`: [`commit`] inserts it), or none.
+pub struct Entry {
+    ptr: *mut SourceCounters,
+    new: bool,
+}
+
+impl Entry {
+    #[inline(always)]
+    pub fn tracked(&self) -> bool {
+        !self.ptr.is_null()
+    }
+}
+
+/// Finds or starts the source's entry (see [`Entry`]).
+#[inline(always)]
+pub fn entry(key: &SourceKey, cfg: &Config, clock: &mut Clock) -> Entry {
+    let now = clock.now();
+    if let Some(c) = SOURCES.get_ptr_mut(key) {
+        return Entry { ptr: c, new: false };
+    }
+    let untracked = Entry {
+        ptr: core::ptr::null_mut(),
+        new: false,
+    };
+    if cfg.track_min_packets > 1 && !heavy(key, cfg.track_min_packets, now) {
+        return untracked;
+    }
+    let Some(c) = SCRATCH.get_ptr_mut(0) else {
+        return untracked;
+    };
+    // SAFETY: this CPU's scratch slot, used only until `commit` copies it.
+    unsafe { *c = SourceCounters::default() };
+    Entry { ptr: c, new: true }
+}
+
+/// Inserts a new entry (a no-op for an existing or no entry).
+#[inline(always)]
+pub fn commit(key: &SourceKey, e: &Entry) {
+    if !e.new {
+        return;
+    }
+    // SAFETY: the scratch slot `entry` filled; by reference, since a
+    // by-value insert would copy the value onto the stack.
+    let value: &SourceCounters = unsafe { &*e.ptr };
+    // Fails only on memory pressure; the next packet tries again.
+    let _ = SOURCES.insert(key, value, 0);
+}
+
+/// Counts the packet in `e` and decides whether it is dropped. `sock` is
+/// what the socket look-up found (`Sock::Unknown` where none was needed);
+/// `scope` holds the classes the source is restricted on (0: none). An
+/// untracked source is neither counted nor limited, but a restriction holds.
+#[inline(always)]
+pub fn account(
+    e: &Entry,
+    class: Class,
+    sock: Sock,
+    bytes: u64,
+    scope: u32,
+    cfg: &Config,
+    clock: &mut Clock,
+) -> Option<Reason> {
+    if sock.in_connection() {
+        if e.tracked() {
+            // SAFETY: per-CPU value (or scratch slot) of this CPU; only this
+            // CPU writes it while this program runs.
+            let c = unsafe { &mut *e.ptr };
+            touch(c, bytes, clock.now());
+            in_connection(c, class, sock, cfg);
+        }
+        return None;
+    }
+    let i = class.index();
+    if !e.tracked() {
+        return match i {
+            Some(i) if scope & flag::bit(i) != 0 => Some(Reason::Restricted),
+            _ => None,
+        };
+    }
+    // SAFETY: as above.
+    let c = unsafe { &mut *e.ptr };
+    let now = clock.now();
+    touch(c, bytes, now);
     match class {
         Class::Syn => c.syn += 1,
         Class::SynAck => c.syn_ack += 1,
-        Class::Ack => c.ack += 1,
+        Class::Ack { .. } => c.ack += 1,
         Class::Rst => c.rst += 1,
         Class::Fin => c.fin += 1,
+        Class::Unparsed => c.unparsed += 1,
+        Class::Closed { port } => closed_port(c, port, cfg, now),
         Class::None => {}
     }
+    let i = i?;
+    if scope & flag::bit(i) != 0 {
+        return Some(Reason::Restricted);
+    }
+    if limited(c, i, cfg, now) {
+        return Some(Reason::RateLimited);
+    }
+    None
+}
+
+#[inline(always)]
+fn touch(c: &mut SourceCounters, bytes: u64, now: u64) {
     c.packets += 1;
     c.bytes += bytes;
     if c.first_seen_ns == 0 {
@@ -105,105 +210,82 @@ fn apply(c: &mut SourceCounters, class: Class, bytes: u64, now: u64) {
     c.last_seen_ns = now;
 }
 
-/// Counts the packet for its source; returns true when the source is over
-/// its rate limit for this packet's class and the packet must be dropped.
-/// Only tracked sources have buckets: an untracked one is never limited.
-#[inline(always)]
-pub fn count(
-    key: &SourceKey,
-    class: Class,
-    bytes: u64,
-    flow: &Flow,
-    cfg: &Config,
-    clock: &mut Clock,
-) -> bool {
-    let now = clock.now();
-    if let Some(c) = SOURCES.get_ptr_mut(key) {
-        // SAFETY: per-CPU value of a preallocated LRU map, only this CPU
-        // writes it while this program runs.
-        let c = unsafe { &mut *c };
-        apply(c, class, bytes, now);
-        return finish(c, key.family, class, flow, cfg, now);
-    }
-    if cfg.track_min_packets > 1 && !heavy(key, cfg.track_min_packets, now) {
-        return false;
-    }
-    let Some(c) = SCRATCH.get_ptr_mut(0) else {
-        return false;
-    };
-    // SAFETY: this CPU's scratch slot, used only here and only until the
-    // insert below copies it.
-    let c = unsafe { &mut *c };
-    *c = SourceCounters::default();
-    apply(c, class, bytes, now);
-    let over = finish(c, key.family, class, flow, cfg, now);
-    // By reference: a by-value insert would copy the value onto the stack.
-    let value: &SourceCounters = c;
-    // Fails only on memory pressure; the next packet tries again.
-    let _ = SOURCES.insert(key, value, 0);
-    over
-}
+/// Most handshakes a CPU remembers as not yet followed by data.
+const MAX_OPEN_EMPTY: u32 = 1 << 16;
 
-/// Rate limit, then (for a packet that passes) handshake tracking.
+/// A packet of one of the host's connections: counted, never limited. It
+/// also tells handshakes that complete and connections that end before the
+/// source sent any data (the mark of a connection flood).
 #[inline(always)]
-fn finish(
-    c: &mut SourceCounters,
-    family: u32,
-    class: Class,
-    flow: &Flow,
-    cfg: &Config,
-    now: u64,
-) -> bool {
-    if limited(c, class, cfg, now) {
-        return true;
-    }
-    handshake(c, family, class, flow, now);
-    false
-}
-
-/// SYNs a source may have waiting for their ACK (per CPU) before its
-/// further SYNs stop being recorded: a SYN flooder never completes, and
-/// recording each of its SYNs would cost an LRU insert per packet.
-const MAX_PENDING_SYNS: u64 = 32;
-
-/// Counts completed handshakes of a tracked source: a SYN records its flow,
-/// the first pure ACK on that flow is a new connection. RSS keeps a flow on
-/// one CPU, so the per-CPU `pending_syns` hint spares the look-up for the
-/// ACKs of established flows; a miss resets it (this can only undercount).
-#[inline(always)]
-fn handshake(c: &mut SourceCounters, family: u32, class: Class, flow: &Flow, now: u64) {
+fn in_connection(c: &mut SourceCounters, class: Class, sock: Sock, cfg: &Config) {
+    c.in_conn += 1;
     match class {
-        Class::Syn if c.pending_syns < MAX_PENDING_SYNS => {
-            let Some(flow) = flow.key(family) else {
-                return;
-            };
-            if FLOWS.insert(flow, now, 0).is_ok() {
-                c.pending_syns = c.pending_syns.saturating_add(1);
+        Class::Ack { data } if sock.completes() => {
+            c.new_conns += 1;
+            if !data && c.open_empty < MAX_OPEN_EMPTY {
+                c.open_empty += 1;
             }
+            refund_syn(c, cfg);
         }
-        Class::Ack if c.pending_syns > 0 => {
-            let Some(flow) = flow.key(family) else {
-                return;
-            };
-            if FLOWS.get_ptr(flow).is_some() {
-                let _ = FLOWS.remove(flow);
-                c.new_conns += 1;
-                c.pending_syns -= 1;
-            } else {
-                c.pending_syns = 0;
-            }
+        Class::Ack { data: true } => c.open_empty = c.open_empty.saturating_sub(1),
+        Class::Fin | Class::Rst if sock == Sock::Connected && c.open_empty > 0 => {
+            c.open_empty -= 1;
+            c.empty_conns += 1;
         }
         _ => {}
     }
 }
 
-/// Takes a token from the source's bucket for `class`; true if there was
+/// A completed handshake gives its SYN's token back: the SYN bucket then
+/// limits SYNs that go unanswered, not a busy client's new connections.
+#[inline(always)]
+fn refund_syn(c: &mut SourceCounters, cfg: &Config) {
+    let (Some(limit), Some(b)) = (cfg.limits.get(flag::SYN), c.buckets.get_mut(flag::SYN)) else {
+        return;
+    };
+    if limit.rate == 0 || b.last_ns == 0 {
+        return;
+    }
+    let cap = (limit.burst.max(1) as u64) * 1000;
+    b.tokens_milli = (b.tokens_milli + 1000).min(cap);
+}
+
+/// Bits of [`SourceCounters::scan_bits`].
+const SCAN_BITS: u32 = 128;
+
+/// Remembers a closed port the source touched this epoch; the epoch in
+/// which it passes `cfg.scan_ports` distinct ports counts one scan.
+#[inline(always)]
+fn closed_port(c: &mut SourceCounters, port: u16, cfg: &Config, now: u64) {
+    c.closed_ports += 1;
+    if cfg.scan_ports == 0 {
+        return;
+    }
+    let epoch = (now >> SKETCH_EPOCH_NS_SHIFT) as u32;
+    if c.scan_epoch != epoch {
+        c.scan_epoch = epoch;
+        c.scan_bits = [0; 2];
+        c.scan_count = 0;
+    }
+    // A multiplicative hash spreads neighbouring ports over the bits.
+    let bit = ((port as u32).wrapping_mul(0x9e37_79b1) >> 25) & (SCAN_BITS - 1);
+    // verifier: the word index is 0 or 1
+    let word = (bit >> 6) as usize & 1;
+    let mask = 1u64 << (bit & 63);
+    if c.scan_bits[word] & mask != 0 {
+        return;
+    }
+    c.scan_bits[word] |= mask;
+    c.scan_count += 1;
+    if c.scan_count == cfg.scan_ports.saturating_add(1) {
+        c.scans += 1;
+    }
+}
+
+/// Takes a token from the source's bucket for class `i`; true if there was
 /// none (and counts the drop).
 #[inline(always)]
-fn limited(c: &mut SourceCounters, class: Class, cfg: &Config, now: u64) -> bool {
-    let Some(i) = class.index() else {
-        return false;
-    };
+fn limited(c: &mut SourceCounters, i: usize, cfg: &Config, now: u64) -> bool {
     // verifier: both look-ups are bounds-checked (i < flag::COUNT anyway)
     let (Some(limit), Some(bucket)) = (cfg.limits.get(i), c.buckets.get_mut(i)) else {
         return false;

@@ -1,6 +1,6 @@
 //! Bounded flood generation for the rig.
 //!
-//! Crafted floods (SYN, SYN-ACK, ACK, RST, FIN) use the `flood` XDP program
+//! Crafted floods (SYN, SYN-ACK, ACK, RST, FIN, their variants) use the `flood` XDP program
 //! through BPF_PROG_TEST_RUN with live frames: the kernel runs it on a
 //! template frame and transmits the result with XDP_TX out of the attacker's
 //! interface, several million frames per second on this machine. Connection
@@ -32,6 +32,13 @@ pub enum Kind {
     Ack,
     Rst,
     Fin,
+    /// ACKs carrying one byte of payload.
+    AckData,
+    /// SYNs sent as tiny first fragments: 8 bytes of TCP (ports and
+    /// sequence), the flags in a fragment that never comes.
+    FragSyn,
+    /// SYNs to random destination ports (a port scan).
+    Scan,
     /// Complete TCP handshakes, closed at once, from the attacker's address.
     Churn,
 }
@@ -39,12 +46,20 @@ pub enum Kind {
 impl Kind {
     fn tcp_flags(self) -> u8 {
         match self {
-            Kind::Syn => 0x02,
+            Kind::Syn | Kind::FragSyn | Kind::Scan => 0x02,
             Kind::SynAck => 0x12,
-            Kind::Ack => 0x10,
+            Kind::Ack | Kind::AckData => 0x10,
             Kind::Rst => 0x04,
             Kind::Fin => 0x11,
             Kind::Churn => 0,
+        }
+    }
+
+    /// Bytes of TCP payload in the template.
+    fn payload(self) -> usize {
+        match self {
+            Kind::AckData => 1,
+            _ => 0,
         }
     }
 }
@@ -77,13 +92,24 @@ impl Report {
     }
 }
 
-/// The template frame: Ethernet, IPv4 (20 bytes), TCP (20 bytes).
+/// The template frame: Ethernet, IPv4 (20 bytes), TCP (20 bytes) and the
+/// kind's payload; for a fragmented SYN, only the first 8 bytes of TCP in
+/// a first fragment.
 pub fn template(spec: &Spec) -> Vec<u8> {
-    let mut f = Vec::with_capacity(54);
+    let payload = spec.kind.payload();
+    let fragment = spec.kind == Kind::FragSyn;
+    let tot_len = if fragment { 28 } else { 40 + payload as u16 };
+    // DF for whole segments, MF (offset 0) for the first fragment.
+    let frags: u16 = if fragment { 0x2000 } else { 0x4000 };
+    let mut f = Vec::with_capacity(54 + payload);
     f.extend_from_slice(&spec.dst_mac);
     f.extend_from_slice(&spec.src_mac);
     f.extend_from_slice(&0x0800u16.to_be_bytes());
-    f.extend_from_slice(&[0x45, 0, 0, 40, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&tot_len.to_be_bytes());
+    f.extend_from_slice(&[0x12, 0x34]);
+    f.extend_from_slice(&frags.to_be_bytes());
+    f.extend_from_slice(&[64, 6, 0, 0]);
     f.extend_from_slice(&spec.src.addr().octets());
     f.extend_from_slice(&spec.dst.ip().octets());
     f.extend_from_slice(&40000u16.to_be_bytes());
@@ -96,6 +122,10 @@ pub fn template(spec: &Spec) -> Vec<u8> {
     };
     f.extend_from_slice(&ack.to_be_bytes());
     f.extend_from_slice(&[0x50, spec.kind.tcp_flags(), 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend(std::iter::repeat_n(b'x', payload));
+    if fragment {
+        f.truncate(14 + 28);
+    }
     f
 }
 
@@ -108,11 +138,14 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
     }
     let ifindex = filter_ctl::loader::if_index(&spec.iface)?;
     let mut ebpf = Ebpf::load(filter_ctl::FLOOD_OBJECT)?;
+    let frame = template(spec);
     let cfg = FloodConfig {
         src_base: u32::from(spec.src.addr()),
         src_random_mask: !u32::from(spec.src.netmask()),
         randomize_ports: 1,
-        _pad: 0,
+        randomize_dport: u32::from(spec.kind == Kind::Scan),
+        frame_len: frame.len() as u32,
+        tcp_checksum: u32::from(spec.kind != Kind::FragSyn),
     };
     Array::try_from(ebpf.map_mut("FLOOD").expect("FLOOD map"))?.set(0, cfg, 0)?;
     let prog: &mut Xdp = ebpf
@@ -120,7 +153,6 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
         .expect("flood program")
         .try_into()?;
     prog.load()?;
-    let frame = template(spec);
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
     // rx_queue_index, egress_ifindex.
     let mut ctx = [0u8; 24];
@@ -239,5 +271,22 @@ mod tests {
         assert_eq!(u16::from_be_bytes([f[36], f[37]]), 8080);
         assert_eq!(f[47], 0x11);
         assert!(parse_mac("02:00:zz:00:00:01").is_err());
+        let data = template(&rig_spec(
+            Kind::AckData,
+            "10.1.1.1",
+            0,
+            Duration::from_secs(1),
+        ));
+        assert_eq!(data.len(), 55);
+        assert_eq!(u16::from_be_bytes([data[16], data[17]]), 41);
+        let frag = template(&rig_spec(
+            Kind::FragSyn,
+            "10.1.1.1",
+            0,
+            Duration::from_secs(1),
+        ));
+        assert_eq!(frag.len(), 42);
+        assert_eq!(u16::from_be_bytes([frag[16], frag[17]]), 28);
+        assert_eq!(frag[20] & 0x20, 0x20, "more fragments");
     }
 }

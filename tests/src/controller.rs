@@ -217,6 +217,19 @@ impl Controller {
             .collect()
     }
 
+    /// A bounded flood from the rig's attacker namespace, on a thread.
+    pub fn flood(
+        &self,
+        kind: crate::attack::Kind,
+        src: &str,
+        rate: u64,
+        secs: u64,
+    ) -> std::thread::JoinHandle<crate::attack::Report> {
+        let ns = crate::netns::NetNs::existing(&self.rig.att.name);
+        let spec = crate::attack::rig_spec(kind, src, rate, Duration::from_secs(secs));
+        std::thread::spawn(move || ns.run(move || crate::attack::run(&spec)).expect("flood"))
+    }
+
     pub fn audit_events(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.audit)
             .unwrap_or_default()

@@ -34,4 +34,6 @@ pub fn pin_to_cpu(cpu: usize) {
 }
 pub mod attack;
 pub mod controller;
+pub mod kernel;
 pub mod rig;
+pub mod traffic;

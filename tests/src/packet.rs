@@ -1,6 +1,8 @@
 //! A builder for the frames the tests feed to the XDP program. It writes
 //! real header layouts (lengths, offsets, flags) so the program parses what
-//! a NIC would hand it; checksums are left zero since XDP never checks them.
+//! a NIC would hand it. Checksums are left zero since XDP never checks them;
+//! [`Packet::ipv4_datagram`] fills them in for packets the host's stack
+//! must accept.
 
 use std::net::IpAddr;
 
@@ -43,7 +45,11 @@ pub struct Packet {
     pub dport: u16,
     /// TCP header length in 32-bit words (5 = no options).
     pub tcp_doff: u8,
+    pub seq: u32,
     pub payload: usize,
+    /// Bytes of the L4 header and payload kept (a tiny first fragment);
+    /// None keeps everything. The IP length fields follow.
+    pub l4_truncate: Option<usize>,
 }
 
 impl Packet {
@@ -67,7 +73,9 @@ impl Packet {
             sport: 40000,
             dport: 80,
             tcp_doff: 5,
+            seq: 1,
             payload: 0,
+            l4_truncate: None,
         }
     }
 
@@ -90,7 +98,7 @@ impl Packet {
         if self.proto == PROTO_TCP {
             l4.extend_from_slice(&self.sport.to_be_bytes());
             l4.extend_from_slice(&self.dport.to_be_bytes());
-            l4.extend_from_slice(&1u32.to_be_bytes()); // seq
+            l4.extend_from_slice(&self.seq.to_be_bytes());
             l4.extend_from_slice(&0u32.to_be_bytes()); // ack
             l4.push(self.tcp_doff << 4);
             l4.push(self.tcp_flags);
@@ -98,9 +106,15 @@ impl Packet {
             let opts = (self.tcp_doff as usize * 4).saturating_sub(20);
             l4.extend(std::iter::repeat_n(1u8, opts)); // NOPs
         } else {
-            l4.extend_from_slice(&[0x9c, 0x40, 0, 53, 0, 8, 0, 0]); // UDP
+            // UDP: ports, length (header only), no checksum.
+            l4.extend_from_slice(&self.sport.to_be_bytes());
+            l4.extend_from_slice(&self.dport.to_be_bytes());
+            l4.extend_from_slice(&[0, 8, 0, 0]);
         }
         l4.extend(std::iter::repeat_n(0xabu8, self.payload));
+        if let Some(n) = self.l4_truncate {
+            l4.truncate(n);
+        }
 
         let mut f = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02];
         let ethertype: u16 = if self.src.is_ipv4() { 0x0800 } else { 0x86dd };
@@ -166,6 +180,38 @@ impl Packet {
     }
 }
 
+impl Packet {
+    /// The IPv4 datagram (no Ethernet, no VLAN) with correct IPv4 header
+    /// and TCP checksums, for a raw socket: the host's stack checks them.
+    pub fn ipv4_datagram(&self) -> Vec<u8> {
+        assert!(self.vlans.is_empty() && self.src.is_ipv4() && self.proto == PROTO_TCP);
+        let mut d = self.build().split_off(14);
+        let ihl = 20 + self.ipv4_options;
+        let csum = checksum(&d[..ihl], 0);
+        d[10..12].copy_from_slice(&csum.to_be_bytes());
+        let tcp_len = d.len() - ihl;
+        let mut pseudo = 0u32;
+        for w in d[12..20].chunks(2) {
+            pseudo += u16::from_be_bytes([w[0], w[1]]) as u32;
+        }
+        pseudo += PROTO_TCP as u32 + tcp_len as u32;
+        let csum = checksum(&d[ihl..], pseudo);
+        d[ihl + 16..ihl + 18].copy_from_slice(&csum.to_be_bytes());
+        d
+    }
+}
+
+/// The Internet checksum of `bytes` plus a partial `sum`.
+fn checksum(bytes: &[u8], mut sum: u32) -> u16 {
+    for w in bytes.chunks(2) {
+        sum += u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 fn ext_len(h: u8) -> usize {
     if h == AH {
         12
@@ -207,6 +253,35 @@ mod tests {
         assert_eq!(f.len(), p.l4_offset() + 20 + 3);
         let tot = u16::from_be_bytes([f[24], f[25]]) as usize;
         assert_eq!(tot, 28 + 20 + 3);
+    }
+
+    #[test]
+    fn ipv4_datagram_checksums_verify() {
+        let d = Packet::tcp("10.9.0.2", SYN)
+            .with(|p| {
+                p.dst = "10.9.0.1".parse().unwrap();
+                p.payload = 3;
+            })
+            .ipv4_datagram();
+        // Summing a header with its checksum in place gives all ones.
+        assert_eq!(checksum(&d[..20], 0), 0);
+        let mut pseudo = 0u32;
+        for w in d[12..20].chunks(2) {
+            pseudo += u16::from_be_bytes([w[0], w[1]]) as u32;
+        }
+        pseudo += 6 + (d.len() - 20) as u32;
+        assert_eq!(checksum(&d[20..], pseudo), 0);
+    }
+
+    #[test]
+    fn truncated_l4_shortens_the_ip_lengths() {
+        let p = Packet::tcp("198.51.100.7", SYN).with(|p| {
+            p.more_fragments = true;
+            p.l4_truncate = Some(8);
+        });
+        let f = p.build();
+        assert_eq!(f.len(), 14 + 20 + 8);
+        assert_eq!(u16::from_be_bytes([f[16], f[17]]), 28);
     }
 
     #[test]

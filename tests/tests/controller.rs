@@ -12,26 +12,14 @@ use std::{
 };
 
 use filter_tests::{
-    attack::{self, Kind, Report},
+    attack::Kind,
     controller::Controller,
-    netns::{connect_to, NetNs, Server},
+    netns::{connect_to, Server},
     rig::{CLI_IP, SRV_ATT_IF, SRV_CLI_IP},
 };
 use serde_json::Value;
 
 const INTERVAL: &str = "interval: 500ms\n";
-
-fn flood(
-    c: &Controller,
-    kind: Kind,
-    src: &str,
-    rate: u64,
-    secs: u64,
-) -> thread::JoinHandle<Report> {
-    let ns = NetNs::existing(&c.rig.att.name);
-    let spec = attack::rig_spec(kind, src, rate, Duration::from_secs(secs));
-    thread::spawn(move || ns.run(move || attack::run(&spec)).expect("flood"))
-}
 
 fn legit_server(c: &Controller) -> Server {
     Server::start_on(&c.rig.srv, "0.0.0.0:8080".parse().unwrap())
@@ -62,13 +50,16 @@ fn wait_status(c: &Controller, what: &str, done: impl Fn(&Value) -> bool) -> Val
     }
 }
 
-fn promoted_within_two_intervals(kind: Kind, reason: &str) {
+/// A flood from one source is promoted within two intervals to a
+/// restriction of what it floods with (the evidence could be forged), the
+/// flood stays dropped, and a legitimate client keeps connecting.
+fn promoted_within_two_intervals(kind: Kind, reason: &str, scope: &str) {
     filter_tests::require_root();
     let c = Controller::start(INTERVAL);
     let server = legit_server(&c);
     let cycles0 = c.status()["cycles"].as_u64().unwrap();
     let attacker = "10.200.1.1";
-    let f = flood(&c, kind, attacker, 20_000, 4);
+    let f = c.flood(kind, attacker, 20_000, 4);
 
     let s = wait_status(&c, "a promotion", |s| s["promotions"].as_u64() >= Some(1));
     let cycles = s["cycles"].as_u64().unwrap() - cycles0;
@@ -77,13 +68,13 @@ fn promoted_within_two_intervals(kind: Kind, reason: &str) {
 
     // The legitimate client keeps completing handshakes during the flood.
     let ok = legit_connects(&c, 20);
-    let dropped_mid = c.stat("blocked_exact");
+    let dropped_mid = c.stat("restricted");
     let report = f.join().unwrap();
     assert!(report.sent > 20_000, "{report:?}");
     assert_eq!(ok, 20, "legit client during a {reason}");
     assert_eq!(server.accepted_from(CLI_IP), 20);
     // ...and the flood stays dropped after the promotion.
-    let dropped = c.stat("blocked_exact");
+    let dropped = c.stat("restricted");
     assert!(
         dropped > dropped_mid && dropped > 10_000,
         "{dropped_mid} -> {dropped}"
@@ -96,6 +87,8 @@ fn promoted_within_two_intervals(kind: Kind, reason: &str) {
         .expect("audited");
     assert_eq!(promote["source"], format!("{attacker}/32"));
     assert_eq!(promote["reason"], reason);
+    assert_eq!(promote["action"], "restrict");
+    assert_eq!(promote["scope"], scope);
     assert!(promote["rate"].as_f64().unwrap() > promote["threshold"].as_f64().unwrap());
     assert_eq!(promote["ttl_s"], 600);
     assert!(promote["ts"].is_string());
@@ -103,17 +96,17 @@ fn promoted_within_two_intervals(kind: Kind, reason: &str) {
 
 #[test]
 fn syn_flood_is_promoted_within_two_intervals_while_a_client_connects() {
-    promoted_within_two_intervals(Kind::Syn, "syn_flood");
+    promoted_within_two_intervals(Kind::Syn, "syn_flood", "syn");
 }
 
 #[test]
 fn rst_flood_is_promoted_within_two_intervals_while_a_client_connects() {
-    promoted_within_two_intervals(Kind::Rst, "rst_flood");
+    promoted_within_two_intervals(Kind::Rst, "rst_flood", "rst");
 }
 
 #[test]
 fn fin_flood_is_promoted_within_two_intervals_while_a_client_connects() {
-    promoted_within_two_intervals(Kind::Fin, "fin_flood");
+    promoted_within_two_intervals(Kind::Fin, "fin_flood", "fin");
 }
 
 #[test]
@@ -126,15 +119,15 @@ fn sigkill_mid_flood_leaves_the_filter_dropping_and_a_restart_keeps_every_entry(
         "--reason",
         "kept across restart",
     ]);
-    let f = flood(&c, Kind::Syn, "10.200.2.2", 20_000, 5);
+    let f = c.flood(Kind::Syn, "10.200.2.2", 20_000, 5);
     wait_status(&c, "a promotion", |s| s["promotions"].as_u64() >= Some(1));
     let prog = c.xdp_prog_id(SRV_ATT_IF).expect("attached");
 
     assert!(!c.kill(libc::SIGKILL).success());
     // Nobody runs the control loop now; the kernel keeps dropping.
-    let before = c.stat("blocked_exact");
+    let before = c.stat("restricted");
     thread::sleep(Duration::from_millis(500));
-    let after = c.stat("blocked_exact");
+    let after = c.stat("restricted");
     assert!(
         after > before + 1000,
         "not dropping without the controller: {before} -> {after}"
@@ -160,7 +153,7 @@ fn sigkill_mid_flood_leaves_the_filter_dropping_and_a_restart_keeps_every_entry(
 fn set_threshold_changes_behaviour_live_and_survives_a_restart() {
     filter_tests::require_root();
     let mut c = Controller::start(&format!("{INTERVAL}thresholds: {{ syn: 100000 }}\n"));
-    let f = flood(&c, Kind::Syn, "10.200.3.3", 5_000, 6);
+    let f = c.flood(Kind::Syn, "10.200.3.3", 5_000, 6);
     thread::sleep(Duration::from_millis(1500));
     assert!(
         c.blocked().is_empty(),
@@ -239,15 +232,15 @@ fn an_invalid_policy_on_reload_changes_nothing() {
 }
 
 #[test]
-fn connection_churn_is_promoted_on_new_connections() {
+fn connection_churn_is_blocked_on_empty_connections() {
     filter_tests::require_root();
-    // SYN threshold out of reach: only completed handshakes can trigger.
-    let c = Controller::start(&format!(
-        "{INTERVAL}thresholds: {{ syn: 100000, new_connections: 50 }}\n"
-    ));
+    // The default thresholds: completed handshakes alone never promote;
+    // handshakes closed without data do, and they prove the address, so
+    // the source is blocked.
+    let c = Controller::start(INTERVAL);
     let server = legit_server(&c);
     let churner = filter_tests::rig::ATT_IP;
-    let f = flood(&c, Kind::Churn, churner, 300, 4);
+    let f = c.flood(Kind::Churn, churner, 300, 4);
     let s = wait_status(&c, "a promotion", |s| s["promotions"].as_u64() >= Some(1));
     assert!(s["promotions"] == 1, "{s}");
     assert_eq!(c.blocked(), [format!("{churner}/32")]);
@@ -263,7 +256,8 @@ fn connection_churn_is_promoted_on_new_connections() {
         .into_iter()
         .find(|e| e["event"] == "promote")
         .unwrap();
-    assert_eq!(promote["reason"], "new_connections_flood");
+    assert_eq!(promote["reason"], "empty_connections_flood");
+    assert_eq!(promote["action"], "block");
     assert!(promote["rate"].as_f64().unwrap() > 50.0, "{promote}");
     // The legitimate client is unaffected.
     assert_eq!(legit_connects(&c, 10), 10);
@@ -302,17 +296,13 @@ fn a_second_controller_on_the_same_socket_refuses_and_changes_nothing() {
 fn an_allowlisted_source_is_never_promoted_whatever_its_rate() {
     filter_tests::require_root();
     let c = Controller::start(&format!("{INTERVAL}allow: [10.200.1.0/24]\n"));
-    flood(&c, Kind::Syn, "10.200.1.1", 20_000, 2)
-        .join()
-        .unwrap();
+    c.flood(Kind::Syn, "10.200.1.1", 20_000, 2).join().unwrap();
     thread::sleep(Duration::from_millis(600));
     assert!(c.blocked().is_empty(), "an allowlisted source was promoted");
     assert_eq!(c.status()["promotions"], 0);
     assert!(c.stat("allowlisted") > 20_000);
     // A flooder outside the allowlist is still promoted.
-    flood(&c, Kind::Syn, "10.200.2.1", 20_000, 2)
-        .join()
-        .unwrap();
+    c.flood(Kind::Syn, "10.200.2.1", 20_000, 2).join().unwrap();
     assert_eq!(c.blocked(), ["10.200.2.1/32"]);
 }
 

@@ -131,7 +131,8 @@ enum SetWhat {
     ///
     /// Example: filter-ctl set threshold syn 500
     Threshold {
-        /// syn, syn_ack, ack, rst, fin or new_connections.
+        /// syn, syn_ack, ack, rst, fin, unparsed, new_connections,
+        /// empty_connections or closed_ports (see docs/detection.md).
         name: String,
         /// Packets per second, or `policy`.
         value: String,

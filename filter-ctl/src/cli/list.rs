@@ -44,10 +44,16 @@ enum SortKey {
     Ack,
     Rst,
     Fin,
+    Unparsed,
+    InConnection,
     NewConnections,
+    EmptyConnections,
+    ClosedPorts,
     RateLimited,
 }
 
+/// Class counters other than `syn` count stray packets only (matching no
+/// connection of the host).
 #[derive(Serialize)]
 struct SourceRow {
     source: String,
@@ -56,8 +62,15 @@ struct SourceRow {
     ack: u64,
     rst: u64,
     fin: u64,
+    unparsed: u64,
+    /// Packets of the host's connections.
+    in_connection: u64,
     /// Completed handshakes.
     new_connections: u64,
+    /// Connections closed before the source sent data.
+    empty_connections: u64,
+    /// SYNs and datagrams to closed ports.
+    closed_ports: u64,
     /// Packets dropped by the source's rate limits.
     rate_limited: u64,
     packets: u64,
@@ -87,8 +100,8 @@ impl List {
             return Ok(());
         }
         println!(
-            "{:<43} {:<6} {:<9} {:<20} {:<22} NOTE",
-            "NETWORK", "MATCH", "REASON", "EXPIRES", "ADDED (UTC)"
+            "{:<43} {:<6} {:<9} {:<12} {:<20} {:<22} NOTE",
+            "NETWORK", "MATCH", "REASON", "DROPS", "EXPIRES", "ADDED (UTC)"
         );
         for e in entries {
             let expires = match (e.expired, e.expires_in_s) {
@@ -100,10 +113,11 @@ impl List {
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(e.added_unix_s),
             );
             println!(
-                "{:<43} {:<6} {:<9} {:<20} {:<22} {}",
+                "{:<43} {:<6} {:<9} {:<12} {:<20} {:<22} {}",
                 e.net.to_string(),
                 e.matches,
                 e.reason,
+                e.scope,
                 expires,
                 added.to_string(),
                 e.note
@@ -123,7 +137,11 @@ impl List {
             SortKey::Ack => c.ack,
             SortKey::Rst => c.rst,
             SortKey::Fin => c.fin,
+            SortKey::Unparsed => c.unparsed,
+            SortKey::InConnection => c.in_conn,
             SortKey::NewConnections => c.new_conns,
+            SortKey::EmptyConnections => c.empty_conns,
+            SortKey::ClosedPorts => c.closed_ports,
             SortKey::RateLimited => c.limited,
         };
         rows.sort_by(|a, b| key(&b.1).cmp(&key(&a.1)).then(a.0.cmp(&b.0)));
@@ -141,7 +159,11 @@ impl List {
                 ack: c.ack,
                 rst: c.rst,
                 fin: c.fin,
+                unparsed: c.unparsed,
+                in_connection: c.in_conn,
                 new_connections: c.new_conns,
+                empty_connections: c.empty_conns,
+                closed_ports: c.closed_ports,
                 rate_limited: c.limited,
                 packets: c.packets,
                 bytes: c.bytes,
@@ -156,15 +178,20 @@ impl List {
             println!("(no tracked sources)");
             return Ok(());
         }
+        println!("(SYN-ACK, ACK, RST, FIN: stray packets, matching no connection of this host)");
         println!(
-            "{:<43} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>12} {:>14} {:>9}",
+            "{:<43} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>12} {:>14} {:>9}",
             "SOURCE",
             "SYN",
             "SYN-ACK",
             "ACK",
             "RST",
             "FIN",
+            "UNPARSED",
+            "IN-CONN",
             "CONNS",
+            "EMPTY",
+            "CLOSED",
             "LIMITED",
             "PACKETS",
             "BYTES",
@@ -172,14 +199,18 @@ impl List {
         );
         for r in rows {
             println!(
-                "{:<43} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>12} {:>14} {:>9.1}",
+                "{:<43} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>12} {:>14} {:>9.1}",
                 r.source,
                 r.syn,
                 r.syn_ack,
                 r.ack,
                 r.rst,
                 r.fin,
+                r.unparsed,
+                r.in_connection,
                 r.new_connections,
+                r.empty_connections,
+                r.closed_ports,
                 r.rate_limited,
                 r.packets,
                 r.bytes,

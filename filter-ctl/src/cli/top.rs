@@ -45,6 +45,7 @@ enum By {
     Rst,
     Fin,
     NewConnections,
+    EmptyConnections,
     Pps,
 }
 
@@ -57,6 +58,9 @@ struct Row {
     rst: f64,
     fin: f64,
     new_connections: f64,
+    empty_connections: f64,
+    /// Packets of the host's connections per second.
+    in_connection_pps: f64,
     pps: f64,
     limited_pps: f64,
 }
@@ -90,7 +94,7 @@ impl Top {
                 humantime::format_duration(self.interval)
             );
             println!(
-                "{:<43} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+                "{:<43} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
                 "SOURCE",
                 "SYN/s",
                 "SYNACK/s",
@@ -98,12 +102,14 @@ impl Top {
                 "RST/s",
                 "FIN/s",
                 "CONN/s",
+                "EMPTY/s",
+                "INCONN/s",
                 "PKT/s",
                 "LIMITED/s"
             );
             for r in &rows {
                 println!(
-                    "{:<43} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10.0}",
+                    "{:<43} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10.0} {:>10.0}",
                     r.source,
                     r.syn,
                     r.syn_ack,
@@ -111,6 +117,8 @@ impl Top {
                     r.rst,
                     r.fin,
                     r.new_connections,
+                    r.empty_connections,
+                    r.in_connection_pps,
                     r.pps,
                     r.limited_pps
                 );
@@ -134,7 +142,8 @@ impl Top {
                     .get(k)
                     .filter(|p| p.first_seen_ns == c.first_seen_ns);
                 let r = rates(p, c, dt);
-                let (pkts, limited) = p.map_or((0, 0), |p| (p.packets, p.limited));
+                let (pkts, limited, in_conn) =
+                    p.map_or((0, 0, 0), |p| (p.packets, p.limited, p.in_conn));
                 Row {
                     source: source_net(k, prefix).to_string(),
                     syn: r[flag::SYN],
@@ -143,6 +152,8 @@ impl Top {
                     rst: r[flag::RST],
                     fin: r[flag::FIN],
                     new_connections: r[crate::detect::NEW_CONNECTIONS],
+                    empty_connections: r[crate::detect::EMPTY_CONNECTIONS],
+                    in_connection_pps: c.in_conn.saturating_sub(in_conn) as f64 / secs,
                     pps: c.packets.saturating_sub(pkts) as f64 / secs,
                     limited_pps: c.limited.saturating_sub(limited) as f64 / secs,
                 }
@@ -155,6 +166,7 @@ impl Top {
             By::Rst => r.rst,
             By::Fin => r.fin,
             By::NewConnections => r.new_connections,
+            By::EmptyConnections => r.empty_connections,
             By::Pps => r.pps,
         };
         rows.sort_by(|a, b| {

@@ -1,0 +1,244 @@
+//! Telling legitimate traffic from floods, end to end: the real controller
+//! at the default policy in the namespace rig, real TCP clients doing what
+//! busy legitimate clients do (a bulk download, hundreds of parallel
+//! connections), and bounded floods, some forged in the client's name.
+//!
+//! "Within N intervals" is counted on the controller's own cycle counter.
+
+use std::{
+    net::SocketAddr,
+    thread,
+    time::{Duration, Instant},
+};
+
+use filter_tests::{
+    attack::Kind,
+    controller::Controller,
+    netns::connect_to,
+    rig::{CLI_IP, SRV_CLI_IP},
+    traffic::{self, Acceptor},
+};
+use serde_json::Value;
+
+fn srv(port: u16) -> SocketAddr {
+    format!("{SRV_CLI_IP}:{port}").parse().unwrap()
+}
+
+/// The client's row in `list sources`.
+fn client_row(c: &Controller) -> Value {
+    let rows = c.json(&["list", "sources", "-n", "0", "--json"]);
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == format!("{CLI_IP}/32"))
+        .cloned()
+        .unwrap_or_else(|| panic!("client not tracked: {rows}"))
+}
+
+fn promotions(c: &Controller) -> Vec<Value> {
+    c.audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "promote")
+        .collect()
+}
+
+/// Polls until `source` is promoted (10 s at most); returns the audit
+/// record and how many cycles it took from `cycles0`.
+fn wait_promoted(c: &Controller, source: &str, cycles0: u64) -> (Value, u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(p) = promotions(c)
+            .into_iter()
+            .find(|p| p["source"] == format!("{source}/32"))
+        {
+            let cycles = c.status()["cycles"].as_u64().unwrap() - cycles0;
+            return (p, cycles);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{source} not promoted: {:?}\n{}",
+            promotions(c),
+            c.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_bulk_download_is_never_promoted_nor_limited() {
+    filter_tests::require_root();
+    let c = Controller::start("");
+    let _server = Acceptor::bulk(&c.rig.srv, srv(9000), Duration::from_secs(10));
+    let t = traffic::download(&c.rig.cli, srv(9000), Duration::from_secs(15))
+        .join()
+        .unwrap();
+    eprintln!(
+        "download: {} MB in {:.1} s ({:.0} Mbit/s)",
+        t.bytes / 1_000_000,
+        t.elapsed.as_secs_f64(),
+        t.mbit_per_s()
+    );
+    assert!(!t.failed, "{t:?}");
+    assert!(t.elapsed >= Duration::from_secs(10), "{t:?}");
+    let row = client_row(&c);
+    eprintln!("client: {row}");
+    assert_eq!(c.status()["promotions"], 0, "{:?}", promotions(&c));
+    assert!(c.blocked().is_empty());
+    assert_eq!(row["rate_limited"], 0, "{row}");
+    // Every ACK of the download belongs to its connection.
+    let in_conn = row["in_connection"].as_u64().unwrap();
+    assert!(in_conn > 100_000, "{row}");
+    assert!(row["ack"].as_u64().unwrap() < 10, "{row}");
+}
+
+#[test]
+fn two_hundred_parallel_connections_in_rounds_are_never_promoted() {
+    filter_tests::require_root();
+    let c = Controller::start("");
+    let _server = Acceptor::request_response(&c.rig.srv, srv(9001));
+    let mut ok = 0;
+    for round in 0..3 {
+        if round > 0 {
+            thread::sleep(Duration::from_secs(1));
+        }
+        ok += traffic::parallel_requests(&c.rig.cli, srv(9001), 200);
+    }
+    // Two more intervals for the controller to judge the last round.
+    thread::sleep(Duration::from_millis(2100));
+    let row = client_row(&c);
+    eprintln!("client: {row}");
+    assert_eq!(ok, 600, "requests answered");
+    assert_eq!(c.status()["promotions"], 0, "{:?}", promotions(&c));
+    assert_eq!(row["rate_limited"], 0, "{row}");
+    assert!(row["new_connections"].as_u64().unwrap() >= 600, "{row}");
+}
+
+#[test]
+fn stray_ack_rst_and_fin_floods_are_promoted_while_a_transfer_goes_on() {
+    filter_tests::require_root();
+    let c = Controller::start("interval: 500ms\n");
+    let _server = Acceptor::bulk(&c.rig.srv, srv(9000), Duration::from_secs(12));
+    let dl = traffic::download(&c.rig.cli, srv(9000), Duration::from_secs(20));
+    for (kind, src, reason) in [
+        (Kind::Ack, "10.200.4.1", "ack_flood"),
+        (Kind::Rst, "10.200.4.2", "rst_flood"),
+        (Kind::Fin, "10.200.4.3", "fin_flood"),
+    ] {
+        let cycles0 = c.status()["cycles"].as_u64().unwrap();
+        let f = c.flood(kind, src, 20_000, 3);
+        let (p, cycles) = wait_promoted(&c, src, cycles0);
+        assert!(cycles <= 2, "{reason}: promoted after {cycles} intervals");
+        assert_eq!(p["reason"], reason);
+        assert_eq!(p["action"], "restrict");
+        f.join().unwrap();
+    }
+    let t = dl.join().unwrap();
+    eprintln!("transfer during the floods: {t:?}");
+    assert!(!t.failed && t.elapsed >= Duration::from_secs(12), "{t:?}");
+    assert!(t.bytes > 100_000_000, "{t:?}");
+    let row = client_row(&c);
+    assert_eq!(row["rate_limited"], 0, "{row}");
+    assert_eq!(promotions(&c).len(), 3, "{:?}", promotions(&c));
+}
+
+#[test]
+fn a_random_source_ack_flood_never_promotes_the_legit_client() {
+    filter_tests::require_root();
+    let c = Controller::start("");
+    let _server = Acceptor::bulk(&c.rig.srv, srv(9000), Duration::from_secs(5));
+    let dl = traffic::download(&c.rig.cli, srv(9000), Duration::from_secs(10));
+    let report = c.flood(Kind::Ack, "10.200.0.0/16", 0, 4).join().unwrap();
+    let t = dl.join().unwrap();
+    thread::sleep(Duration::from_millis(1100));
+    eprintln!("flood {report:?} ({:.0} pps); transfer {t:?}", report.pps());
+    assert!(report.sent > 100_000, "{report:?}");
+    assert!(!t.failed, "{t:?}");
+    assert!(
+        !promotions(&c)
+            .iter()
+            .any(|p| p["source"] == format!("{CLI_IP}/32")),
+        "{:?}",
+        promotions(&c)
+    );
+    assert_eq!(client_row(&c)["rate_limited"], 0);
+}
+
+#[test]
+fn a_port_scan_is_promoted_as_port_scan() {
+    filter_tests::require_root();
+    // The one setting the default cannot know: which ports are open.
+    let c = Controller::start("ports: { tcp: auto }\n");
+    let _server = Acceptor::request_response(&c.rig.srv, srv(9001));
+    let cycles0 = c.status()["cycles"].as_u64().unwrap();
+    let scanner = "10.200.5.5";
+    // 5000 SYNs to random ports: far more than 500 distinct ones.
+    let f = c.flood(Kind::Scan, scanner, 2_500, 2);
+    let (p, cycles) = wait_promoted(&c, scanner, cycles0);
+    assert!(cycles <= 2, "promoted after {cycles} intervals");
+    assert_eq!(p["reason"], "port_scan");
+    assert_eq!(
+        (p["action"].as_str(), p["scope"].as_str()),
+        (Some("restrict"), Some("syn"))
+    );
+    f.join().unwrap();
+    assert!(c.stat("closed_port") > 500);
+    // A client using the open port is untouched.
+    assert_eq!(traffic::parallel_requests(&c.rig.cli, srv(9001), 20), 20);
+    assert_eq!(c.status()["promotions"], 1);
+}
+
+#[test]
+fn packets_forged_in_the_clients_name_never_cut_its_connections() {
+    filter_tests::require_root();
+    let c = Controller::start("interval: 500ms\n");
+    let _server = Acceptor::bulk(&c.rig.srv, srv(9000), Duration::from_secs(8));
+    let dl = traffic::download(&c.rig.cli, srv(9000), Duration::from_secs(15));
+    thread::sleep(Duration::from_millis(300));
+    // SYN-ACKs and stray RSTs "from" the client, sent by the attacker.
+    let a = c.flood(Kind::SynAck, CLI_IP, 20_000, 3);
+    let b = c.flood(Kind::Rst, CLI_IP, 20_000, 3);
+    a.join().unwrap();
+    b.join().unwrap();
+    thread::sleep(Duration::from_millis(1100));
+    // The client's address is restricted on what was forged, no more.
+    let entries = c.json(&["list", "blocked", "--json"]);
+    let entry = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["net"] == format!("{CLI_IP}/32"))
+        .cloned()
+        .unwrap_or_else(|| panic!("forged floods not caught: {entries}"));
+    assert_eq!(entry["scope"], "syn_ack,rst", "{entry}");
+    // Its connection went on to the end, and it still connects.
+    let t = dl.join().unwrap();
+    eprintln!("transfer under forged floods: {t:?}");
+    assert!(!t.failed && t.elapsed >= Duration::from_secs(8), "{t:?}");
+    let dst = srv(9000);
+    let ok = (0..10)
+        .filter(|_| connect_to(&c.rig.cli, CLI_IP, dst, Duration::from_secs(2)).is_ok())
+        .count();
+    assert_eq!(ok, 10);
+    assert_eq!(c.stat("blocked_exact"), 0);
+}
+
+#[test]
+fn fragmented_syn_and_payload_ack_floods_are_caught_like_their_plain_forms() {
+    filter_tests::require_root();
+    let c = Controller::start("interval: 500ms\n");
+    for (kind, src, reason, scope) in [
+        (Kind::FragSyn, "10.200.6.6", "unparsed_flood", "unparsed"),
+        (Kind::AckData, "10.200.7.7", "ack_flood", "ack"),
+    ] {
+        let cycles0 = c.status()["cycles"].as_u64().unwrap();
+        let f = c.flood(kind, src, 20_000, 3);
+        let (p, cycles) = wait_promoted(&c, src, cycles0);
+        assert!(cycles <= 2, "{reason}: promoted after {cycles} intervals");
+        assert_eq!(
+            (p["reason"].as_str(), p["scope"].as_str()),
+            (Some(reason), Some(scope))
+        );
+        f.join().unwrap();
+    }
+    assert!(c.stat("restricted") > 10_000);
+}
