@@ -17,6 +17,9 @@ pub mod map_names {
     pub const SKETCH: &str = "SKETCH";
     /// `PerCpuArray<SourceCounters>`, one slot: staging for new entries.
     pub const SCRATCH: &str = "SCRATCH";
+    /// `PerCpuArray<u64>`, one slot the data path passes values through to
+    /// keep verification bounded.
+    pub const FORGET: &str = "FORGET";
     /// `Array<u64>`: bitmaps of the host's open ports (TCP, then UDP), read
     /// when the policy lists them (see [`super::port_mode`]).
     pub const PORTS: &str = "PORTS";
@@ -34,12 +37,13 @@ pub mod map_names {
     pub const BLOCK_NET_V6: &str = "BLOCK_NET_V6";
 
     /// Every map the program owns, in a stable order (pinning, inspection).
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         CONFIG,
         STATS,
         SOURCES,
         SKETCH,
         SCRATCH,
+        FORGET,
         PORTS,
         ALLOW_V4,
         ALLOW_V6,
@@ -275,8 +279,8 @@ pub struct SourceCounters {
     /// Packets that belong to a local connection (never limited, never a
     /// reason to promote).
     pub in_conn: u64,
-    /// Connections closed (in-connection FIN or RST) before the source sent
-    /// any data on them, as far as this CPU can tell (see `open_empty`).
+    /// Connections closed (FIN or RST) before the source sent any data on
+    /// them, as the kernel's socket counters tell.
     pub empty_conns: u64,
     /// SYNs and UDP datagrams to closed ports (dropped).
     pub closed_ports: u64,
@@ -289,11 +293,7 @@ pub struct SourceCounters {
     pub scan_epoch: u32,
     /// Bits set in `scan_bits`.
     pub scan_count: u32,
-    /// Handshakes completed on this CPU that no data packet from the source
-    /// has followed yet: a completion adds one, an in-connection data packet
-    /// or close takes one (a connection's packets stay on one CPU with RSS).
-    pub open_empty: u32,
-    pub _pad: u32,
+    pub _reserved: [u32; 2],
     /// This CPU's token buckets, one per class (see [`flag`]).
     pub buckets: [Bucket; flag::COUNT],
 }

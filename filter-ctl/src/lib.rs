@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod batch;
+pub mod btf;
 pub mod cli;
 pub mod clock;
 pub mod error;

@@ -159,7 +159,7 @@ fn layout(name: &str) -> (u32, u32) {
         map_names::SOURCES => (sz(size_of::<SourceKey>()), sz(size_of::<SourceCounters>())),
         map_names::SKETCH => (4, sz(size_of::<Sketch>())),
         map_names::SCRATCH => (4, sz(size_of::<SourceCounters>())),
-        map_names::PORTS => (4, 8),
+        map_names::PORTS | map_names::FORGET => (4, 8),
         // LPM keys: a 4-byte prefix length, then the address.
         map_names::ALLOW_V4 | map_names::BLOCK_NET_V4 => (8, entry),
         map_names::ALLOW_V6 | map_names::BLOCK_NET_V6 => (20, entry),
@@ -213,6 +213,13 @@ pub fn load_with(pin_dir: Option<&Path>, caps: &Capacities) -> Result<Ebpf> {
         .map_max_entries(map_names::BLOCK_V6, caps.block_exact)
         .map_max_entries(map_names::BLOCK_NET_V4, caps.block_net)
         .map_max_entries(map_names::BLOCK_NET_V6, caps.block_net);
+    // Where the kernel keeps a connection's sequence and byte counts: the
+    // data path reads them at a connection's close (empty connections).
+    let tcp = crate::btf::TcpSockOffsets::from_kernel();
+    loader
+        .override_global("TCP_SOCK_RCV_NXT", &tcp.rcv_nxt, true)
+        .override_global("TCP_SOCK_BYTES_RECEIVED", &tcp.bytes_received, true)
+        .override_global("TCP_REQ_RCV_ISN", &tcp.req_rcv_isn, true);
     let paths: Vec<(&str, PathBuf)> = pin_dir
         .map(|d| map_names::ALL.iter().map(|n| (*n, d.join(n))).collect())
         .unwrap_or_default();

@@ -368,7 +368,6 @@ pub fn sum_counters<'a>(per_cpu: impl Iterator<Item = &'a SourceCounters>) -> So
         acc.empty_conns += c.empty_conns;
         acc.closed_ports += c.closed_ports;
         acc.scans += c.scans;
-        acc.open_empty += c.open_empty;
         if c.first_seen_ns != 0 && (acc.first_seen_ns == 0 || c.first_seen_ns < acc.first_seen_ns) {
             acc.first_seen_ns = c.first_seen_ns;
         }

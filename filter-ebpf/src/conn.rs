@@ -9,14 +9,29 @@
 
 use aya_ebpf::{
     bindings::{bpf_sock, bpf_sock_tuple},
-    helpers::generated::{
-        bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_check_syncookie,
+    helpers::{
+        bpf_probe_read_kernel,
+        generated::{
+            bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp, bpf_skc_to_tcp_request_sock,
+            bpf_skc_to_tcp_sock, bpf_tcp_check_syncookie,
+        },
     },
     programs::XdpContext,
 };
 use core::{ffi::c_void, mem::size_of};
 
 use crate::parse::ptr_at;
+
+/// Byte offsets of `rcv_nxt` (u32) and `bytes_received` (u64) in the
+/// running kernel's `struct tcp_sock`, and of `rcv_isn` (u32) in its
+/// `struct tcp_request_sock`, from its BTF: the loader sets them before
+/// load (`override_global`); 0 = unknown: empty connections go uncounted.
+#[unsafe(no_mangle)]
+static TCP_SOCK_RCV_NXT: u32 = 0;
+#[unsafe(no_mangle)]
+static TCP_SOCK_BYTES_RECEIVED: u32 = 0;
+#[unsafe(no_mangle)]
+static TCP_REQ_RCV_ISN: u32 = 0;
 
 /// `BPF_F_CURRENT_NETNS`: the namespace of the receiving device.
 const CURRENT_NETNS: u64 = u64::MAX;
@@ -45,13 +60,34 @@ pub enum Sock {
     Request,
     /// An established (or closing, or TIME-WAIT) connection.
     Connected,
+    /// A request or established socket, and the packet (a FIN or RST)
+    /// closes it before the source sent any data: it comes at the first
+    /// sequence number the source could have used, and the socket has
+    /// received nothing.
+    Empty,
+}
+
+/// What to find out beyond the socket's state.
+#[derive(Clone, Copy)]
+pub enum Ask {
+    Nothing,
+    /// A bare ACK: a listener match is checked for a kernel syncookie.
+    Cookie,
+    /// A FIN or RST with this sequence number (host order): does it close
+    /// an empty connection?
+    Empty {
+        seq: u32,
+    },
 }
 
 impl Sock {
     /// The packet belongs to a connection of this host.
     #[inline(always)]
     pub fn in_connection(self) -> bool {
-        matches!(self, Sock::Cookie | Sock::Request | Sock::Connected)
+        matches!(
+            self,
+            Sock::Cookie | Sock::Request | Sock::Connected | Sock::Empty
+        )
     }
 
     /// The packet completes a handshake.
@@ -128,10 +164,9 @@ impl<'a> Conn<'a> {
         (t, size)
     }
 
-    /// Looks the TCP packet up. `ack`: the packet is a bare ACK, so a
-    /// listener match is checked for a valid kernel syncookie.
+    /// Looks the TCP packet up, and finds out what `ask` asks.
     #[inline(always)]
-    pub fn tcp(&self, ack: bool) -> Sock {
+    pub fn tcp(&self, ask: Ask) -> Sock {
         let (mut tuple, size) = self.tuple();
         // SAFETY: the helper reads `size` bytes of the tuple on our stack.
         let sk = unsafe {
@@ -149,10 +184,12 @@ impl<'a> Conn<'a> {
         // SAFETY: a non-null socket from the look-up; `state` is readable on
         // a sock_common.
         let state = unsafe { (*sk).state };
-        let found = match state {
-            TCP_LISTEN if ack && self.cookie_ok(sk) => Sock::Cookie,
-            TCP_LISTEN => Sock::Listen,
-            TCP_NEW_SYN_RECV => Sock::Request,
+        let found = match (state, ask) {
+            (TCP_LISTEN, Ask::Cookie) if self.cookie_ok(sk) => Sock::Cookie,
+            (TCP_LISTEN, _) => Sock::Listen,
+            (TCP_NEW_SYN_RECV, Ask::Empty { seq }) if request_empty(sk, seq) => Sock::Empty,
+            (TCP_NEW_SYN_RECV, _) => Sock::Request,
+            (_, Ask::Empty { seq }) if established_empty(sk, seq) => Sock::Empty,
             _ => Sock::Connected,
         };
         // SAFETY: releases the reference the look-up took.
@@ -205,6 +242,37 @@ impl<'a> Conn<'a> {
         unsafe { bpf_sk_release(sk as *mut c_void) };
         true
     }
+}
+
+/// A kernel field at a BTF offset of a socket (0: unknown).
+#[inline(always)]
+fn field<T>(base: *const u8, offset: &'static u32) -> Option<T> {
+    // SAFETY: reading our own read-only global.
+    let off = unsafe { core::ptr::read_volatile(offset) };
+    if base.is_null() || off == 0 {
+        return None;
+    }
+    // SAFETY: a probing read; a bad address yields an error, not a fault.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok() }
+}
+
+/// The request socket's client ISN + 1 is this FIN/RST's sequence: nothing
+/// was sent before it.
+#[inline(always)]
+fn request_empty(sk: *mut bpf_sock, seq: u32) -> bool {
+    // SAFETY: a socket the look-up returned and we still hold.
+    let req = unsafe { bpf_skc_to_tcp_request_sock(sk as *mut c_void) } as *const u8;
+    field::<u32>(req, &TCP_REQ_RCV_ISN).is_some_and(|isn| isn.wrapping_add(1) == seq)
+}
+
+/// The established socket has received no byte, and expects this FIN/RST
+/// next (no data of the source is in flight before it).
+#[inline(always)]
+fn established_empty(sk: *mut bpf_sock, seq: u32) -> bool {
+    // SAFETY: as above; NULL for a TIME-WAIT socket (not a tcp_sock).
+    let tp = unsafe { bpf_skc_to_tcp_sock(sk as *mut c_void) } as *const u8;
+    field::<u64>(tp, &TCP_SOCK_BYTES_RECEIVED) == Some(0)
+        && field::<u32>(tp, &TCP_SOCK_RCV_NXT) == Some(seq)
 }
 
 #[inline(always)]

@@ -25,10 +25,10 @@ use filter_common::{
 
 use crate::{
     clock::Clock,
-    conn::{Conn, Sock},
+    conn::{Ask, Conn, Sock},
     lists::Listed,
     maps::{ALLOW_V4, ALLOW_V6, BLOCK_NET_V4, BLOCK_NET_V6, BLOCK_V4, BLOCK_V6, CONFIG, PORTS},
-    parse::{Malformed, ETH_P_IP, ETH_P_IPV6, L4},
+    parse::{Kind, Malformed, ETH_P_IP, ETH_P_IPV6},
     track::Class,
 };
 
@@ -86,26 +86,24 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
     // The TCP ports (wire order) and where the TCP header is, for the
     // socket look-up; the packet's class; and the verdict if nothing drops it.
     let mut tcp = None;
-    let (mut class, reason) = match l4 {
-        L4::Tcp {
-            offset,
-            len,
-            first_fragment,
-        } => match parse::tcp(ctx, offset, len) {
+    let (mut class, reason) = match l4.kind {
+        Kind::Tcp => match parse::tcp(ctx, l4.offset, l4.len) {
             Ok(t) => {
-                tcp = Some((t.sport, t.dport, offset));
+                tcp = Some((t.sport, t.dport, t.seq, l4.offset));
                 (Class::of(t.flags, t.payload), Reason::Passed)
             }
             // A first fragment too short for the TCP header: the host
             // reassembles it, so it is counted, not passed as malformed.
-            Err(_) if first_fragment => (Class::Unparsed, Reason::Passed),
+            Err(_) if l4.first_fragment => (Class::Unparsed, Reason::Passed),
             Err(e) => return Err(e),
         },
-        L4::Udp { offset } => {
-            let dport = parse::udp_dport(ctx, offset)?;
+        Kind::Udp => {
+            let dport = parse::udp_dport(ctx, l4.offset)?;
             let closed = match cfg.udp_ports {
                 port_mode::LIST => !port_listed(PORT_WORDS_UDP, dport),
-                port_mode::AUTO => !Conn::new(ctx, v6, src, dst, (0, dport), l3, offset).udp_open(),
+                port_mode::AUTO => {
+                    !Conn::new(ctx, v6, src, dst, (0, dport), l3, l4.offset).udp_open()
+                }
                 _ => false,
             };
             let class = match closed {
@@ -116,23 +114,27 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
             };
             (class, Reason::NonTcp)
         }
-        L4::Other => (Class::None, Reason::NonTcp),
-        L4::Fragment => (Class::None, Reason::Fragment),
-        L4::Unparsed => (Class::Unparsed, Reason::Passed),
+        Kind::Other => (Class::None, Reason::NonTcp),
+        Kind::Fragment => (Class::None, Reason::Fragment),
+        Kind::Unparsed => (Class::Unparsed, Reason::Passed),
     };
     let entry = track::entry(&key, cfg, &mut clock);
     // One socket look-up at most, and only where it decides something: a
     // SYN under `ports.tcp: auto`, or a packet a socket could own from a
     // source that is tracked (counted, limited) or restricted.
     let mut sock = Sock::Unknown;
-    if let Some((sport, dport, offset)) = tcp {
+    if let Some((sport, dport, seq, offset)) = tcp {
         let wanted = match class {
             Class::Syn => cfg.tcp_ports == port_mode::AUTO,
             c => c.needs_lookup() && (entry.tracked() || track::restricted_on(c, scope)),
         };
         if wanted {
-            let ack = matches!(class, Class::Ack { data: false });
-            sock = Conn::new(ctx, v6, src, dst, (sport, dport), l3, offset).tcp(ack);
+            let ask = match class {
+                Class::Ack { data: false } => Ask::Cookie,
+                Class::Fin | Class::Rst => Ask::Empty { seq },
+                _ => Ask::Nothing,
+            };
+            sock = Conn::new(ctx, v6, src, dst, (sport, dport), l3, offset).tcp(ask);
         }
         if class == Class::Syn && tcp_port_closed(cfg, dport, sock) {
             class = Class::Closed {

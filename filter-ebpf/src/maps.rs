@@ -34,6 +34,11 @@ pub static SCRATCH: PerCpuArray<SourceCounters> = PerCpuArray::with_max_entries(
 #[map]
 pub static PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 
+/// Written and read only here: one slot a value passes through so that the
+/// verifier forgets how it was computed (`parse::forget`).
+#[map]
+pub static FORGET: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Written and read only here: the count-min sketch that gates `SOURCES`.
 #[map]
 pub static SKETCH: PerCpuArray<Sketch> = PerCpuArray::with_max_entries(1, 0);

@@ -18,7 +18,7 @@ pub struct Malformed;
 pub const VLAN_MAX_DEPTH: usize = 2;
 /// IPv6 extension headers we walk before giving up on finding TCP. Linux
 /// itself has no limit, so a longer chain is not malformed: it is counted as
-/// [`L4::Unparsed`] (per source, limited), never passed uncounted.
+/// [`Kind::Unparsed`] (per source, limited), never passed uncounted.
 pub const IPV6_EXT_MAX_CHAIN: usize = 8;
 /// Largest L3/L4 offset we accept. Keeps offsets bounded for the verifier and
 /// is far beyond any real header stack (2 VLANs + IPv6 + 6 ext headers of at
@@ -37,6 +37,24 @@ const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_AH: u8 = 51;
 const IPPROTO_DSTOPTS: u8 = 60;
+
+/// `v`, through a map slot: the verifier then knows nothing of it but its
+/// type. Every path through a loop like the IPv6 extension walk carries a
+/// different range for the offset, so the paths never merge and the rest
+/// of the program is verified once per path (4^8 of them); a forgotten
+/// offset is the same on every path, and the paths merge. Costs one per-CPU
+/// array look-up, and only where a loop iterates.
+#[inline(always)]
+fn forget(v: usize) -> usize {
+    match crate::maps::FORGET.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, used only here.
+        Some(slot) => unsafe {
+            core::ptr::write_volatile(slot, v as u64);
+            core::ptr::read_volatile(slot) as usize
+        },
+        None => v,
+    }
+}
 
 /// The one bounds-checked accessor.
 #[inline(always)]
@@ -72,17 +90,12 @@ pub fn ethernet(ctx: &XdpContext) -> Result<(u16, usize), Malformed> {
 }
 
 /// What follows the IP header(s).
-pub enum L4 {
-    /// A TCP header at `offset`; `len` bytes of L3 payload (TCP header +
-    /// data). `first_fragment`: the packet is the first of several
-    /// fragments, so a TCP header cut short is a tiny fragment, not an error.
-    Tcp {
-        offset: usize,
-        len: usize,
-        first_fragment: bool,
-    },
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A TCP header at `offset`.
+    Tcp,
     /// A UDP header at `offset`.
-    Udp { offset: usize },
+    Udp,
     /// Neither TCP nor UDP.
     Other,
     /// A later fragment of something other than TCP: no L4 header here.
@@ -90,6 +103,32 @@ pub enum L4 {
     /// TCP the filter cannot classify: a later fragment of TCP, or an IPv6
     /// extension chain longer than [`IPV6_EXT_MAX_CHAIN`].
     Unparsed,
+}
+
+/// The L4 header: its kind, where it starts, the L3 payload length from
+/// there (TCP header + data), and whether the packet is the first of several
+/// fragments (a TCP header cut short is then a tiny fragment, not an
+/// error). A struct with every field always set rather than an enum with
+/// data: the compiler leaves an enum's unused fields undefined, and the
+/// verifier refuses a program that copies an undefined register.
+#[derive(Clone, Copy)]
+pub struct L4 {
+    pub kind: Kind,
+    pub offset: usize,
+    pub len: usize,
+    pub first_fragment: bool,
+}
+
+impl L4 {
+    #[inline(always)]
+    const fn only(kind: Kind) -> L4 {
+        L4 {
+            kind,
+            offset: 0,
+            len: 0,
+            first_fragment: false,
+        }
+    }
 }
 
 /// An IPv4 header, options included: source and destination addresses and
@@ -115,15 +154,21 @@ pub fn ipv4(ctx: &XdpContext, off: usize) -> Result<([u8; 4], [u8; 4], L4), Malf
     let more_fragments = frags & 0x2000 != 0;
     let proto = unsafe { (*ip).proto };
     let l4 = match (proto, frag_offset != 0) {
-        (IPPROTO_TCP, true) => L4::Unparsed,
-        (_, true) => L4::Fragment,
-        (IPPROTO_TCP, false) => L4::Tcp {
+        (IPPROTO_TCP, true) => L4::only(Kind::Unparsed),
+        (_, true) => L4::only(Kind::Fragment),
+        (IPPROTO_TCP, false) => L4 {
+            kind: Kind::Tcp,
             offset: off + ihl,
             len: tot_len - ihl,
             first_fragment: more_fragments,
         },
-        (IPPROTO_UDP, false) => L4::Udp { offset: off + ihl },
-        _ => L4::Other,
+        (IPPROTO_UDP, false) => L4 {
+            kind: Kind::Udp,
+            offset: off + ihl,
+            len: tot_len - ihl,
+            first_fragment: false,
+        },
+        _ => L4::only(Kind::Other),
     };
     Ok((src, dst, l4))
 }
@@ -156,7 +201,7 @@ pub fn ipv6(ctx: &XdpContext, off: usize) -> Result<Ipv6, Malformed> {
 
 /// Walks at most [`IPV6_EXT_MAX_CHAIN`] extension headers starting with
 /// `next` at `off`. We will not guess where TCP starts behind a longer
-/// chain: it is [`L4::Unparsed`].
+/// chain: it is [`Kind::Unparsed`].
 #[inline(always)]
 pub fn ipv6_ext(ctx: &XdpContext, ip: &Ipv6) -> Result<L4, Malformed> {
     let (mut next, mut off, payload_len) = (ip.next, ip.off, ip.payload_len);
@@ -179,34 +224,36 @@ pub fn ipv6_ext(ctx: &XdpContext, ip: &Ipv6) -> Result<L4, Malformed> {
                 let v = u16::from_be_bytes(unsafe { [(*h)[2], (*h)[3]] });
                 next = unsafe { (*h)[0] };
                 if v >> 3 != 0 {
-                    return Ok(if next == IPPROTO_TCP {
-                        L4::Unparsed
+                    return Ok(L4::only(if next == IPPROTO_TCP {
+                        Kind::Unparsed
                     } else {
-                        L4::Fragment
-                    });
+                        Kind::Fragment
+                    }));
                 }
                 more_fragments = v & 1 != 0;
                 8
             }
             _ => break,
         };
-        off += len;
+        off = forget(off + len);
     }
     if is_ipv6_ext(next) {
-        return Ok(L4::Unparsed);
+        return Ok(L4::only(Kind::Unparsed));
     }
     let ext_len = off - start;
     if ext_len > payload_len {
         return Err(Malformed);
     }
-    Ok(match next {
-        IPPROTO_TCP => L4::Tcp {
-            offset: off,
-            len: payload_len - ext_len,
-            first_fragment: more_fragments,
-        },
-        IPPROTO_UDP => L4::Udp { offset: off },
-        _ => L4::Other,
+    let kind = match next {
+        IPPROTO_TCP => Kind::Tcp,
+        IPPROTO_UDP => Kind::Udp,
+        _ => return Ok(L4::only(Kind::Other)),
+    };
+    Ok(L4 {
+        kind,
+        offset: off,
+        len: payload_len - ext_len,
+        first_fragment: more_fragments,
     })
 }
 
@@ -231,6 +278,8 @@ pub struct Tcp {
     /// Ports as they are on the wire (network byte order).
     pub sport: u16,
     pub dport: u16,
+    /// Sequence number, host order.
+    pub seq: u32,
 }
 
 /// The UDP destination port (wire order).
@@ -257,5 +306,6 @@ pub fn tcp(ctx: &XdpContext, off: usize, l3_payload: usize) -> Result<Tcp, Malfo
         payload: l3_payload - doff,
         sport: u16::from_ne_bytes(unsafe { (*tcp).source }),
         dport: u16::from_ne_bytes(unsafe { (*tcp).dest }),
+        seq: u32::from_be_bytes(unsafe { (*tcp).seq }),
     })
 }

@@ -210,28 +210,19 @@ fn touch(c: &mut SourceCounters, bytes: u64, now: u64) {
     c.last_seen_ns = now;
 }
 
-/// Most handshakes a CPU remembers as not yet followed by data.
-const MAX_OPEN_EMPTY: u32 = 1 << 16;
-
 /// A packet of one of the host's connections: counted, never limited. It
-/// also tells handshakes that complete and connections that end before the
-/// source sent any data (the mark of a connection flood).
+/// also tells handshakes that complete, and connections closed before the
+/// source sent any data (the mark of a connection flood; the socket look-up
+/// asked the kernel's own counters, see `conn::Sock::Empty`).
 #[inline(always)]
 fn in_connection(c: &mut SourceCounters, class: Class, sock: Sock, cfg: &Config) {
     c.in_conn += 1;
     match class {
-        Class::Ack { data } if sock.completes() => {
+        Class::Ack { .. } if sock.completes() => {
             c.new_conns += 1;
-            if !data && c.open_empty < MAX_OPEN_EMPTY {
-                c.open_empty += 1;
-            }
             refund_syn(c, cfg);
         }
-        Class::Ack { data: true } => c.open_empty = c.open_empty.saturating_sub(1),
-        Class::Fin | Class::Rst if sock == Sock::Connected && c.open_empty > 0 => {
-            c.open_empty -= 1;
-            c.empty_conns += 1;
-        }
+        Class::Fin | Class::Rst if sock == Sock::Empty => c.empty_conns += 1,
         _ => {}
     }
 }

@@ -9,6 +9,11 @@
 //! * spoofed flood: a different source address in every frame, one run per
 //!   frame, the kernel-measured time of each run averaged. This is the case
 //!   the sketch gate exists for.
+//!
+//! Everything runs in a private network namespace holding a real TCP
+//! connection, so the socket look-up the filter makes for non-SYN packets
+//! answers from real kernel tables: a packet of that connection is owned,
+//! the same packet from another port is stray.
 
 use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
@@ -23,8 +28,9 @@ use filter_ctl::{
 };
 use filter_tests::{
     netns::BpfFs,
-    packet::{Packet, SYN},
+    packet::{Packet, ACK, PSH, SYN},
     require_root,
+    sockets::{namespace, Connection},
 };
 
 const REPEAT: u32 = 2_000_000;
@@ -34,6 +40,10 @@ const FLOOD_FRAMES: u32 = 50_000;
 fn main() {
     // `cargo bench` passes --bench; any other argument is ignored.
     require_root();
+    namespace().run(bench);
+}
+
+fn bench() {
     let mut bare = Ebpf::load(BARE_DROP_OBJECT).expect("loading bare-drop");
     let bare_prog: &mut Xdp = bare.program_mut("bare_drop").unwrap().try_into().unwrap();
     bare_prog.load().unwrap();
@@ -57,16 +67,38 @@ fn main() {
         "{:<44} {:>10} {:>12} {:>10}",
         "case", "filter", "bare drop", "ratio"
     );
-    let ack = Packet::tcp("100.64.0.2", filter_tests::packet::ACK).build();
-    let cases: [(&str, Vec<u8>); 7] = [
+    // A live connection 10.9.0.2 -> 10.9.0.1:7000 in this namespace.
+    let conn = Connection::open("10.9.0.1:7000", "10.9.0.2:0");
+    let stray_port = |p: Packet| p.with(|p| p.sport = p.sport.wrapping_add(1));
+    let cases: [(&str, Vec<u8>); 10] = [
         ("blocked source (exact /32)", frame("203.0.113.7")),
         ("blocked source (CIDR /24)", frame("198.51.100.9")),
         ("allowlisted source", frame("192.0.2.10")),
-        ("unlisted source, counted and passed", frame("100.64.0.1")),
-        ("unlisted source, pure ACK, counted and passed", ack),
         (
-            "unlisted IPv6 source, counted and passed",
+            "unlisted source, SYN, counted and passed",
+            frame("100.64.0.1"),
+        ),
+        (
+            "unlisted IPv6 source, SYN, counted and passed",
             frame("2001:db8::1"),
+        ),
+        (
+            "ACK in a connection (look-up: owned)",
+            conn.packet(ACK).build(),
+        ),
+        (
+            "data in a connection (look-up: owned)",
+            conn.packet(ACK | PSH).with(|p| p.payload = 1000).build(),
+        ),
+        (
+            "stray ACK, no socket (look-up: none)",
+            stray_port(conn.packet(ACK))
+                .with(|p| p.dport = 7999)
+                .build(),
+        ),
+        (
+            "stray ACK to a listening port",
+            stray_port(conn.packet(ACK)).build(),
         ),
         ("malformed (truncated IPv4)", malformed),
     ];

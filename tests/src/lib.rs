@@ -36,4 +36,5 @@ pub mod attack;
 pub mod controller;
 pub mod kernel;
 pub mod rig;
+pub mod sockets;
 pub mod traffic;

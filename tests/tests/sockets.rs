@@ -7,76 +7,16 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{SocketAddr, TcpListener, UdpSocket},
     time::Duration,
 };
 
 use filter_common::{flag, port_mode, Config, RateLimit, Reason};
 use filter_tests::{
     kernel::{Filter, DROP, PASS},
-    netns::NetNs,
     packet::{Packet, ACK, FIN, PROTO_UDP, PSH, RST, SYN},
+    sockets::{namespace, Connection},
 };
-
-/// A namespace with an interface holding the test's addresses (no DAD for
-/// IPv6, so they can be bound at once). It is one end of a veth pair whose
-/// other end is in the namespace too, without addresses: what the host
-/// sends to an address of the subnet that is not its own goes nowhere.
-fn namespace() -> NetNs {
-    let ns = NetNs::new("fsk");
-    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
-    ns.ip(&["link", "set", "d1", "up"]);
-    for a in ["10.9.0.1/24", "10.9.0.2/24"] {
-        ns.ip(&["addr", "add", a, "dev", "d0"]);
-    }
-    for a in ["2001:db8:9::1/64", "2001:db8:9::2/64"] {
-        ns.ip(&["addr", "add", a, "dev", "d0", "nodad"]);
-    }
-    ns.ip(&["link", "set", "d0", "up"]);
-    ns
-}
-
-/// An established connection from `client` to a listener on `server`.
-struct Connection {
-    _listener: TcpListener,
-    client: TcpStream,
-    server: TcpStream,
-}
-
-impl Connection {
-    fn open(server: &str, client: &str) -> Connection {
-        let listener = TcpListener::bind(server).unwrap();
-        let client_addr: SocketAddr = client.parse().unwrap();
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(client_addr),
-            socket2::Type::STREAM,
-            None,
-        )
-        .unwrap();
-        sock.bind(&client_addr.into()).unwrap();
-        sock.connect(&listener.local_addr().unwrap().into())
-            .unwrap();
-        let (server, _) = listener.accept().unwrap();
-        Connection {
-            _listener: listener,
-            client: sock.into(),
-            server,
-        }
-    }
-
-    /// A packet from the client to the server on this connection.
-    fn packet(&self, flags: u8) -> Packet {
-        let (c, s) = (
-            self.client.local_addr().unwrap(),
-            self.client.peer_addr().unwrap(),
-        );
-        Packet::tcp(&c.ip().to_string(), flags).with(|p| {
-            p.dst = s.ip();
-            p.sport = c.port();
-            p.dport = s.port();
-        })
-    }
-}
 
 /// Tight limits on every class a socket can own, so that a single stray
 /// packet past the burst is dropped and an in-connection one never is.
@@ -148,7 +88,7 @@ fn stray_and_in_connection_packets_are_told_apart(server: &'static str, client: 
         // first, so the server's socket is the one left in TIME-WAIT.
         let late_ack = conn.packet(ACK).build();
         let Connection {
-            _listener,
+            listener: _listener,
             mut client,
             server,
         } = conn;
@@ -173,6 +113,43 @@ fn ipv6_stray_and_in_connection_packets_are_told_apart() {
     stray_and_in_connection_packets_are_told_apart("[2001:db8:9::1]:7000", "[2001:db8:9::2]:0");
 }
 
+/// The initial sequence number of [`half_open`] handshakes.
+const HALF_OPEN_ISN: u32 = 1000;
+
+/// The next sequence number `sock` will send (TCP_REPAIR's view of the
+/// send queue), so a test can craft the segment the server expects next.
+fn send_seq(sock: &std::net::TcpStream) -> u32 {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(sock);
+    let set = |opt: i32, v: i32| {
+        // SAFETY: setsockopt with an int on our socket.
+        let rc =
+            unsafe { libc::setsockopt(fd, libc::IPPROTO_TCP, opt, (&v as *const i32).cast(), 4) };
+        assert_eq!(
+            rc,
+            0,
+            "setsockopt {opt}: {}",
+            std::io::Error::last_os_error()
+        );
+    };
+    set(libc::TCP_REPAIR, 1);
+    set(libc::TCP_REPAIR_QUEUE, 2); // TCP_SEND_QUEUE
+    let mut seq = 0u32;
+    let mut len = 4u32;
+    // SAFETY: getsockopt into a u32 of the given length.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_QUEUE_SEQ,
+            (&mut seq as *mut u32).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_QUEUE_SEQ: {}", std::io::Error::last_os_error());
+    set(libc::TCP_REPAIR, -1); // TCP_REPAIR_OFF_NO_WP: leave repair, no window probe
+    seq
+}
+
 /// Sends a SYN from `src`, an address of the namespace's IPv6 /64 that is
 /// not configured, to the listener through a raw socket, so the host's
 /// stack creates a request socket (SYN-RECV). Its SYN-ACK leaves by the
@@ -182,7 +159,7 @@ fn half_open(src: &str, sport: u16, dst: SocketAddr) {
         p.dst = dst.ip();
         p.sport = sport;
         p.dport = dst.port();
-        p.seq = 1000;
+        p.seq = HALF_OPEN_ISN;
     });
     let frame = syn.build();
     let segment = &frame[syn.l4_offset()..];
@@ -228,8 +205,9 @@ fn handshakes_complete_on_request_sockets_and_empty_closes_are_counted() {
         // Sources are counted per /64: 2001:db8:9::3 (the half-open
         // handshakes) and ::2 (a real connection below) are one source.
         let src = "2001:db8:9::3";
-        half_open(src, 5555, dst);
-        half_open(src, 5556, dst);
+        for port in [5555, 5556, 5557] {
+            half_open(src, port, dst);
+        }
         std::thread::sleep(Duration::from_millis(50));
         let mut f = Filter::new();
         let from = |sport: u16, flags: u8| {
@@ -237,31 +215,48 @@ fn handshakes_complete_on_request_sockets_and_empty_closes_are_counted() {
                 p.dst = dst.ip();
                 p.sport = sport;
                 p.dport = dst.port();
+                p.seq = HALF_OPEN_ISN + 1;
             })
         };
-        // The ACK that meets a request socket completes a handshake.
+        let seen = |f: &Filter| {
+            let c = f.counters(src).unwrap();
+            (c.new_conns, c.empty_conns, c.ack, c.in_conn)
+        };
+        // The ACK that meets a request socket completes a handshake; one
+        // from a port with no request socket is stray.
         assert_eq!(f.run(&from(5555, ACK).build()), PASS);
-        let c = f.counters(src).unwrap();
-        assert_eq!((c.new_conns, c.in_conn, c.ack, c.open_empty), (1, 1, 0, 1));
-        // An ACK from a port with no request socket completes nothing.
+        assert_eq!(seen(&f), (1, 0, 0, 1));
         f.run(&from(5600, ACK).build());
-        let c = f.counters(src).unwrap();
-        assert_eq!((c.new_conns, c.ack), (1, 1));
-        f.run(&from(5556, ACK).build());
-        assert_eq!(f.counters(src).unwrap().open_empty, 2);
+        assert_eq!(seen(&f), (1, 0, 1, 1));
+        // A close at the client's first sequence number on a request
+        // socket (the stack has not taken in the ACK yet): empty.
+        f.run(&from(5556, FIN | ACK).build());
+        assert_eq!(seen(&f), (1, 1, 1, 2));
+        // A close after 10 bytes of data: not empty.
+        f.run(&from(5557, FIN | ACK).with(|p| p.seq += 10).build());
+        assert_eq!(seen(&f), (1, 1, 1, 3));
 
-        // Data on an established connection: one handshake is no longer
-        // empty. A close while another has not been followed by data counts
-        // one empty connection; the next close, with none pending, none.
-        let conn = Connection::open("[2001:db8:9::1]:7002", "[2001:db8:9::2]:0");
-        f.run(&conn.packet(ACK | PSH).with(|p| p.payload = 10).build());
-        assert_eq!(f.counters(src).unwrap().open_empty, 1);
-        let fin = conn.packet(FIN | ACK).build();
-        f.run(&fin);
-        let c = f.counters(src).unwrap();
-        assert_eq!((c.empty_conns, c.open_empty), (1, 0));
-        f.run(&fin);
-        assert_eq!(f.counters(src).unwrap().empty_conns, 1);
+        // Established: empty while the socket has received nothing and the
+        // close is the next sequence it expects; not once data came.
+        let mut conn = Connection::open("[2001:db8:9::1]:7002", "[2001:db8:9::2]:0");
+        let fin = |conn: &Connection| {
+            let seq = send_seq(&conn.client);
+            conn.packet(FIN | ACK).with(|p| p.seq = seq).build()
+        };
+        f.run(&fin(&conn));
+        assert_eq!(seen(&f).1, 2);
+        // A close further on (data of the source still in flight): not empty.
+        f.run(
+            &conn
+                .packet(RST)
+                .with(|p| p.seq = send_seq(&conn.client) + 5)
+                .build(),
+        );
+        assert_eq!(seen(&f).1, 2);
+        conn.client.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        f.run(&fin(&conn));
+        assert_eq!(seen(&f).1, 2, "data was received");
         drop(listener);
     });
 }
