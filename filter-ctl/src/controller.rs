@@ -6,6 +6,7 @@
 //! dies, the pinned program keeps filtering with the pinned maps.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -53,6 +54,8 @@ pub struct Controller {
     last_cycle: Duration,
     promotions: u64,
     expiries: u64,
+    /// Reading the host's connections failed last time (logged once).
+    conns_error: bool,
 }
 
 impl Controller {
@@ -103,6 +106,7 @@ impl Controller {
             last_cycle: Duration::ZERO,
             promotions: 0,
             expiries: 0,
+            conns_error: false,
             policy,
         };
         c.sync_policy_lists()?;
@@ -173,7 +177,9 @@ impl Controller {
     pub fn cycle(&mut self) -> anyhow::Result<()> {
         let t0 = Instant::now();
         let cur = self.maps.snapshot()?;
-        let detections = detect::detect(&self.prev, &cur, self.thresholds().by_metric());
+        let thresholds = self.thresholds().by_metric();
+        let held = self.held_connections(&thresholds);
+        let detections = detect::detect(&self.prev, &cur, &held, thresholds);
         // One listing of each list per cycle: the sweep removes what has
         // expired and returns what is live, which promotion then consults.
         let allow: Vec<IpNet> = self
@@ -224,6 +230,35 @@ impl Controller {
         self.cycles += 1;
         self.last_cycle = t0.elapsed();
         Ok(())
+    }
+
+    /// The inbound connections each source holds, when a threshold needs
+    /// them. A failure to read them is logged once and judged as none.
+    fn held_connections(
+        &mut self,
+        thresholds: &[u64; detect::METRIC_COUNT],
+    ) -> HashMap<filter_common::SourceKey, crate::conns::Held> {
+        if thresholds[detect::IDLE_CONNECTIONS] == 0
+            && thresholds[detect::CONCURRENT_CONNECTIONS] == 0
+        {
+            return HashMap::new();
+        }
+        match crate::conns::inbound(
+            self.policy.ipv6_prefix,
+            self.policy.connections.idle_after.0,
+        ) {
+            Ok(held) => {
+                self.conns_error = false;
+                held
+            }
+            Err(e) => {
+                if !self.conns_error {
+                    log::error!("reading the host's connections (sock_diag): {e}");
+                    self.conns_error = true;
+                }
+                HashMap::new()
+            }
+        }
     }
 
     /// Removes the detector's restrictions inside `net`, which is about to

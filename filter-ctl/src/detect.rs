@@ -7,7 +7,7 @@ use filter_common::{flag, SourceCounters, SourceKey};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Blocking;
+use crate::{conns::Held, policy::Blocking};
 
 /// Counters of every tracked source at one instant (monotonic ns).
 #[derive(Clone, Debug, Default)]
@@ -28,14 +28,20 @@ pub const METRICS: [&str; METRIC_COUNT] = [
     "new_connections",
     "empty_connections",
     "closed_ports",
+    "idle_connections",
+    "concurrent_connections",
 ];
-pub const METRIC_COUNT: usize = flag::COUNT + 3;
+pub const METRIC_COUNT: usize = flag::COUNT + 5;
 pub const NEW_CONNECTIONS: usize = flag::COUNT;
 pub const EMPTY_CONNECTIONS: usize = flag::COUNT + 1;
 pub const CLOSED_PORTS: usize = flag::COUNT + 2;
+/// Gauges from the kernel's socket tables ([`crate::conns`]), not rates.
+pub const IDLE_CONNECTIONS: usize = flag::COUNT + 3;
+pub const CONCURRENT_CONNECTIONS: usize = flag::COUNT + 4;
 
-/// Counters behind each metric. `syn` is SYNs minus completed handshakes;
-/// `closed_ports` counts the epochs in which the source was seen scanning.
+/// Counters behind each rate metric. `syn` is SYNs minus completed
+/// handshakes; `closed_ports` counts the epochs in which the source was seen
+/// scanning; the gauges are not counters (0 here).
 fn metrics(c: &SourceCounters) -> [u64; METRIC_COUNT] {
     [
         c.syn,
@@ -47,7 +53,15 @@ fn metrics(c: &SourceCounters) -> [u64; METRIC_COUNT] {
         c.new_conns,
         c.empty_conns,
         c.scans,
+        0,
+        0,
     ]
+}
+
+/// Whether a metric is a gauge of held connections (a count now) rather
+/// than a rate.
+const fn is_gauge(metric: usize) -> bool {
+    matches!(metric, IDLE_CONNECTIONS | CONCURRENT_CONNECTIONS)
 }
 
 /// What promoting a source on `metric` writes: 0 (a block of everything)
@@ -57,7 +71,7 @@ fn metrics(c: &SourceCounters) -> [u64; METRIC_COUNT] {
 /// someone's name cost that someone nothing but those packets.
 pub const fn scope_of(metric: usize) -> u32 {
     match metric {
-        NEW_CONNECTIONS | EMPTY_CONNECTIONS => 0,
+        NEW_CONNECTIONS | EMPTY_CONNECTIONS | IDLE_CONNECTIONS | CONCURRENT_CONNECTIONS => 0,
         CLOSED_PORTS => flag::bit(flag::SYN),
         class => flag::bit(class),
     }
@@ -101,10 +115,12 @@ impl Detection {
         METRICS[self.metric]
     }
 
-    /// The reason recorded in the audit log (`syn_flood`, `port_scan`).
+    /// The reason recorded in the audit log (`syn_flood`, `port_scan`,
+    /// `idle_connections`).
     pub fn reason(&self) -> String {
         match self.metric {
             CLOSED_PORTS => "port_scan".to_owned(),
+            m if is_gauge(m) => METRICS[m].to_owned(),
             m => format!("{}_flood", METRICS[m]),
         }
     }
@@ -113,6 +129,12 @@ impl Detection {
     pub fn note(&self) -> String {
         match self.metric {
             CLOSED_PORTS => format!("port_scan >{} closed ports/s", self.threshold),
+            m if is_gauge(m) => format!(
+                "{} {:.0} > {}",
+                self.metric_name(),
+                self.rate,
+                self.threshold
+            ),
             _ => format!(
                 "{} {:.0}/s > {}/s",
                 self.metric_name(),
@@ -129,11 +151,18 @@ impl Detection {
 }
 
 /// Every (source, metric) whose rate exceeds the metric's threshold (0 =
-/// check off) between `prev` and `cur`. A scan is judged by the kernel
-/// against `closed_ports`, so any scan counted in the interval is a
-/// detection. Sorted by source, then most serious first: a metric that
-/// blocks before one that restricts, then the one most over its threshold.
-pub fn detect(prev: &Snapshot, cur: &Snapshot, thresholds: [u64; METRIC_COUNT]) -> Vec<Detection> {
+/// check off) between `prev` and `cur`, and every source holding more
+/// connections than a gauge allows (`held`, from [`crate::conns`]). A scan
+/// is judged by the kernel against `closed_ports`, so any scan counted in
+/// the interval is a detection. Sorted by source, then most serious first:
+/// a metric that blocks before one that restricts, then the one most over
+/// its threshold.
+pub fn detect(
+    prev: &Snapshot,
+    cur: &Snapshot,
+    held: &HashMap<SourceKey, Held>,
+    thresholds: [u64; METRIC_COUNT],
+) -> Vec<Detection> {
     let dt = Duration::from_nanos(cur.at_ns.saturating_sub(prev.at_ns));
     let secs = dt.as_secs_f64().max(1e-3);
     let over = |i: usize, r: f64| match i {
@@ -162,6 +191,21 @@ pub fn detect(prev: &Snapshot, cur: &Snapshot, thresholds: [u64; METRIC_COUNT]) 
                 })
         })
         .collect();
+    for (key, h) in held {
+        for (metric, value) in [
+            (IDLE_CONNECTIONS, h.idle),
+            (CONCURRENT_CONNECTIONS, h.established),
+        ] {
+            if thresholds[metric] > 0 && value > thresholds[metric] {
+                out.push(Detection {
+                    key: *key,
+                    metric,
+                    rate: value as f64,
+                    threshold: thresholds[metric],
+                });
+            }
+        }
+    }
     out.sort_by(|a, b| {
         let ((ba, ra), (bb, rb)) = (rank(a), rank(b));
         a.key.cmp(&b.key).then(bb.cmp(&ba)).then(rb.total_cmp(&ra))
@@ -332,7 +376,7 @@ mod tests {
                 ("192.0.2.3", counters(3, 201, 0)),   // new, just over
             ],
         );
-        let d = detect(&prev, &cur, t);
+        let d = detect(&prev, &cur, &HashMap::new(), t);
         let got: Vec<(SourceKey, &str)> = d.iter().map(|d| (d.key, d.metric_name())).collect();
         // Every metric over its threshold, the one most over it first.
         assert_eq!(
@@ -346,10 +390,10 @@ mod tests {
         assert_eq!(d[0].rate, 500.0);
         assert_eq!(d[2].threshold, 200);
         // A threshold of 0 switches the check off.
-        assert!(detect(&prev, &cur, th(&[0, 20, 5000, 0, 100])).is_empty());
+        assert!(detect(&prev, &cur, &HashMap::new(), th(&[0, 20, 5000, 0, 100])).is_empty());
         // Exactly at the threshold is not over it.
         let at = snap(11 * S, &[("192.0.2.4", counters(3, 200, 0))]);
-        assert!(detect(&prev, &at, t).is_empty());
+        assert!(detect(&prev, &at, &HashMap::new(), t).is_empty());
     }
 
     #[test]
@@ -360,10 +404,15 @@ mod tests {
         let cur = snap(S, &[("192.0.2.7", busy)]);
         let prev = snap(0, &[]);
         assert_eq!(rates(None, &busy, Duration::from_secs(1))[flag::SYN], 10.0);
-        assert!(detect(&prev, &cur, th(&[200])).is_empty());
+        assert!(detect(&prev, &cur, &HashMap::new(), th(&[200])).is_empty());
         // The same SYNs unanswered are.
         let flood = counters(1, 600, 0);
-        let d = detect(&prev, &snap(S, &[("192.0.2.7", flood)]), th(&[200]));
+        let d = detect(
+            &prev,
+            &snap(S, &[("192.0.2.7", flood)]),
+            &HashMap::new(),
+            th(&[200]),
+        );
         assert_eq!((d[0].metric_name(), d[0].rate), ("syn", 600.0));
     }
 
@@ -374,7 +423,12 @@ mod tests {
         churn.empty_conns = 280;
         let prev = snap(0, &[]);
         let cur = snap(S, &[("192.0.2.7", churn)]);
-        let d = detect(&prev, &cur, th(&[1000, 20, 5000, 100, 100, 100, 0, 50]));
+        let d = detect(
+            &prev,
+            &cur,
+            &HashMap::new(),
+            th(&[1000, 20, 5000, 100, 100, 100, 0, 50]),
+        );
         assert_eq!(d.len(), 1);
         assert_eq!(
             (d[0].metric_name(), d[0].rate, d[0].threshold, d[0].scope()),
@@ -382,13 +436,23 @@ mod tests {
         );
         assert_eq!(d[0].reason(), "empty_connections_flood");
         // new_connections is its own metric, off unless set.
-        let d = detect(&prev, &cur, th(&[1000, 20, 5000, 100, 100, 100, 100, 0]));
+        let d = detect(
+            &prev,
+            &cur,
+            &HashMap::new(),
+            th(&[1000, 20, 5000, 100, 100, 100, 100, 0]),
+        );
         assert_eq!((d[0].metric_name(), d[0].scope()), ("new_connections", 0));
         // A block wins over a restriction even when less far over.
         let mut both = churn;
         both.rst = 100_000;
         let cur = snap(S, &[("192.0.2.7", both)]);
-        let d = detect(&prev, &cur, th(&[1000, 20, 5000, 100, 100, 100, 0, 50]));
+        let d = detect(
+            &prev,
+            &cur,
+            &HashMap::new(),
+            th(&[1000, 20, 5000, 100, 100, 100, 0, 50]),
+        );
         assert_eq!(
             (d[0].metric_name(), d[1].metric_name()),
             ("empty_connections", "rst")
@@ -396,6 +460,43 @@ mod tests {
         // Packet classes restrict that class only.
         assert_eq!(scope_of(flag::ACK), flag::bit(flag::ACK));
         assert_eq!(scope_of(CLOSED_PORTS), flag::bit(flag::SYN));
+    }
+
+    #[test]
+    fn sources_holding_idle_connections_are_blocked() {
+        let mut held = HashMap::new();
+        held.insert(
+            key("192.0.2.20"),
+            Held {
+                established: 300,
+                idle: 150,
+            },
+        );
+        held.insert(
+            key("192.0.2.21"),
+            Held {
+                established: 400,
+                idle: 3,
+            },
+        );
+        let prev = snap(0, &[]);
+        let mut t = th(&[200]);
+        t[IDLE_CONNECTIONS] = 100;
+        let d = detect(&prev, &prev, &held, t);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (d[0].key, d[0].reason(), d[0].scope(), d[0].rate),
+            (key("192.0.2.20"), "idle_connections".to_owned(), 0, 150.0)
+        );
+        assert_eq!(d[0].note(), "idle_connections 150 > 100");
+        // Concurrent connections, when set, count every inbound one.
+        t[CONCURRENT_CONNECTIONS] = 350;
+        let d = detect(&prev, &prev, &held, t);
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            (d[1].key, d[1].metric_name()),
+            (key("192.0.2.21"), "concurrent_connections")
+        );
     }
 
     #[test]
@@ -407,13 +508,13 @@ mod tests {
         let cur = snap(S, &[("192.0.2.8", scanner)]);
         let mut t = th(&[200]);
         t[CLOSED_PORTS] = 10;
-        let d = detect(&prev, &cur, t);
+        let d = detect(&prev, &cur, &HashMap::new(), t);
         assert_eq!((d[0].reason(), d[0].scope()), ("port_scan".to_owned(), 1));
         // No new scan in the next interval: nothing.
         let later = snap(2 * S, &[("192.0.2.8", scanner)]);
-        assert!(detect(&cur, &later, t).is_empty());
+        assert!(detect(&cur, &later, &HashMap::new(), t).is_empty());
         t[CLOSED_PORTS] = 0;
-        assert!(detect(&prev, &cur, t).is_empty());
+        assert!(detect(&prev, &cur, &HashMap::new(), t).is_empty());
     }
 
     #[test]
@@ -426,7 +527,7 @@ mod tests {
         let t = th(&[100, 100, 100, 100, 100]);
         let bits = |v: &[usize]| v.iter().fold(0, |a, &i| a | flag::bit(i));
         // Everything forged at once: one promotion restricting all of it.
-        let p = promotable(detect(&prev, &cur, t), net, &[], &[]);
+        let p = promotable(detect(&prev, &cur, &HashMap::new(), t), net, &[], &[]);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].1, bits(&[flag::SYN, flag::SYN_ACK, flag::RST]));
         // Already restricted on the loudest class: the others still come.
@@ -434,7 +535,7 @@ mod tests {
             net: "192.0.2.10/32".parse().unwrap(),
             scope: bits(&[flag::SYN]),
         }];
-        let p = promotable(detect(&prev, &cur, t), net, &[], &had);
+        let p = promotable(detect(&prev, &cur, &HashMap::new(), t), net, &[], &had);
         assert_eq!(p[0].1, bits(&[flag::SYN, flag::SYN_ACK, flag::RST]));
         assert_ne!(p[0].2.metric, flag::SYN, "the lead adds something");
         // A metric that blocks replaces the restrictions.
@@ -443,7 +544,7 @@ mod tests {
         let cur = snap(S, &[("192.0.2.10", churn)]);
         let mut t = t;
         t[EMPTY_CONNECTIONS] = 50;
-        let p = promotable(detect(&prev, &cur, t), net, &[], &had);
+        let p = promotable(detect(&prev, &cur, &HashMap::new(), t), net, &[], &had);
         assert_eq!((p.len(), p[0].1, p[0].2.metric), (1, 0, EMPTY_CONNECTIONS));
     }
 
@@ -476,7 +577,7 @@ mod tests {
             listed("203.0.113.6/32", rst),
         ];
         let p = promotable(
-            detect(&prev, &cur, t),
+            detect(&prev, &cur, &HashMap::new(), t),
             |k| crate::addr::source_net(k, 64),
             &allow,
             &blocked,

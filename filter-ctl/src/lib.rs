@@ -6,6 +6,7 @@ pub mod batch;
 pub mod btf;
 pub mod cli;
 pub mod clock;
+pub mod conns;
 pub mod error;
 pub mod loader;
 pub mod maps;

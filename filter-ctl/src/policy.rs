@@ -32,6 +32,7 @@ pub struct Policy {
     pub ipv6_prefix: u8,
     pub track_min_packets: u32,
     pub ports: Ports,
+    pub connections: Connections,
     pub thresholds: Thresholds,
     pub rate_limit: RateLimits,
     pub blocking: Blocking,
@@ -66,6 +67,11 @@ pub struct Thresholds {
     /// Distinct closed ports one source touches within about a second (a
     /// port scan; needs `ports:`).
     pub closed_ports: u64,
+    /// Connections a source holds open without having sent any data for
+    /// `connections.idle_after` (a count, not a rate).
+    pub idle_connections: u64,
+    /// Inbound connections a source holds open (a count; off by default).
+    pub concurrent_connections: u64,
 }
 
 impl Thresholds {
@@ -82,6 +88,8 @@ impl Thresholds {
             "new_connections" | "new-connections" => &mut self.new_connections,
             "empty_connections" | "empty-connections" => &mut self.empty_connections,
             "closed_ports" | "closed-ports" => &mut self.closed_ports,
+            "idle_connections" | "idle-connections" => &mut self.idle_connections,
+            "concurrent_connections" | "concurrent-connections" => &mut self.concurrent_connections,
             _ => return None,
         })
     }
@@ -113,6 +121,8 @@ impl Thresholds {
             self.new_connections,
             self.empty_connections,
             self.closed_ports,
+            self.idle_connections,
+            self.concurrent_connections,
         ]
     }
 }
@@ -129,6 +139,8 @@ impl Default for Thresholds {
             new_connections: 0,
             empty_connections: 50,
             closed_ports: 10,
+            idle_connections: 100,
+            concurrent_connections: 0,
         }
     }
 }
@@ -171,6 +183,24 @@ impl Default for RateLimits {
             rst: l(200),
             fin: l(200),
             unparsed: l(200),
+        }
+    }
+}
+
+/// How the controller judges the connections the host holds (from the
+/// kernel's socket tables, every interval).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Connections {
+    /// A connection on which the source has sent nothing for this long
+    /// since the handshake is idle (`thresholds.idle_connections`).
+    pub idle_after: Dur,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            idle_after: Dur::secs(10),
         }
     }
 }
@@ -364,6 +394,7 @@ impl Default for Policy {
             ipv6_prefix: filter_common::DEFAULT_IPV6_PREFIX as u8,
             track_min_packets: filter_common::DEFAULT_TRACK_MIN_PACKETS,
             ports: Ports::default(),
+            connections: Connections::default(),
             thresholds: Thresholds::default(),
             rate_limit: RateLimits::default(),
             blocking: Blocking::default(),
@@ -415,6 +446,12 @@ ports:
   tcp: off
   udp: off
 
+# Connections the host holds, read from the kernel's socket tables every
+# interval: one on which the source has sent nothing for idle_after since
+# the handshake is idle (thresholds.idle_connections).
+connections:
+  idle_after: 10s
+
 # Per source, per second: a source above any of these is promoted. 0 = off.
 # Every packet class except syn counts *stray* packets only: those that
 # belong to no connection of this host (the kernel's socket look-up), so a
@@ -432,6 +469,8 @@ thresholds:
   new_connections: 0     # completed handshakes; busy clients and NATs exceed any value (blocks)
   empty_connections: 50  # connections closed before the source sent data (blocks)
   closed_ports: 10       # distinct closed ports in ~1 s, a port scan (restricts SYNs; needs ports:)
+  idle_connections: 100  # connections held open with no data (a count, not a rate; blocks)
+  concurrent_connections: 0  # inbound connections held open (a count; NAT gateways hold thousands; blocks)
 
 # In-kernel token bucket per source and class (per CPU), so a flood is cut
 # within packets, before the controller's next tick. Applies to stray
@@ -626,6 +665,14 @@ impl Policy {
                     at(&format!("rate_limit.{name}"))
                 ));
             }
+        }
+        let idle = self.connections.idle_after.0;
+        if idle < Duration::from_secs(1) || idle > Duration::from_secs(3600) {
+            return Err(format!(
+                "{}: must be between 1s and 1h, got {}",
+                at("connections.idle_after"),
+                self.connections.idle_after
+            ));
         }
         if self.audit.retention.0 < Duration::from_secs(3600) {
             return Err(format!(

@@ -210,7 +210,8 @@ fn controller_cycle() {
         let read_single = t.elapsed();
         assert_eq!(single, cur.sources.len());
         let t = Instant::now();
-        let d = detect(&prev, &cur, Thresholds::default().by_metric());
+        let held = std::collections::HashMap::new();
+        let d = detect(&prev, &cur, &held, Thresholds::default().by_metric());
         let det = t.elapsed();
         // LRU maps may evict a little before they are full.
         assert!(

@@ -24,6 +24,13 @@ fn srv(port: u16) -> SocketAddr {
     format!("{SRV_CLI_IP}:{port}").parse().unwrap()
 }
 
+/// The server's address on the attacker's side.
+fn srv_att(port: u16) -> SocketAddr {
+    format!("{}:{port}", filter_tests::rig::SRV_ATT_IP)
+        .parse()
+        .unwrap()
+}
+
 /// The client's row in `list sources`.
 fn client_row(c: &Controller) -> Value {
     let rows = c.json(&["list", "sources", "-n", "0", "--json"]);
@@ -242,4 +249,41 @@ fn fragmented_syn_and_payload_ack_floods_are_caught_like_their_plain_forms() {
         f.join().unwrap();
     }
     assert!(c.stat("restricted") > 10_000);
+}
+
+#[test]
+fn a_source_holding_idle_connections_is_blocked() {
+    filter_tests::require_root();
+    let c = Controller::start("interval: 500ms\nconnections: { idle_after: 2s }\n");
+    let _server = Acceptor::request_response(&c.rig.srv, srv_att(9001));
+    let attacker = filter_tests::rig::ATT_IP;
+    let ns = filter_tests::netns::NetNs::existing(&c.rig.att.name);
+    let dst = srv_att(9001);
+    // 150 connections opened and never used, held for 4 s.
+    let holder = thread::spawn(move || {
+        ns.run(move || {
+            let held: Vec<_> = (0..150)
+                .filter_map(|_| {
+                    std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(2)).ok()
+                })
+                .collect();
+            let n = held.len();
+            thread::sleep(Duration::from_secs(4));
+            n
+        })
+    });
+    let cycles0 = c.status()["cycles"].as_u64().unwrap();
+    let (p, _) = wait_promoted(&c, attacker, cycles0);
+    assert_eq!(holder.join().unwrap(), 150);
+    assert_eq!(p["reason"], "idle_connections");
+    assert_eq!(
+        (p["action"].as_str(), p["scope"].as_str()),
+        (Some("block"), Some("all"))
+    );
+    assert!(p["rate"].as_f64().unwrap() > 100.0, "{p}");
+    // A busy client on the same port is not.
+    let _answers = Acceptor::request_response(&c.rig.srv, srv(9002));
+    assert_eq!(traffic::parallel_requests(&c.rig.cli, srv(9002), 150), 150);
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(c.status()["promotions"], 1, "{:?}", promotions(&c));
 }

@@ -388,3 +388,37 @@ fn a_restriction_drops_stray_packets_and_spares_connections() {
         s.write_all(b"x").unwrap();
     });
 }
+
+#[test]
+fn held_idle_connections_are_read_from_the_kernels_tables() {
+    namespace().run(|| {
+        let v4 = TcpListener::bind("10.9.0.1:7100").unwrap();
+        // A dual-stack listener: IPv4 clients appear as ::ffff:a.b.c.d.
+        let dual = TcpListener::bind("[::]:7101").unwrap();
+        let connect = |from: &str, to: SocketAddr| {
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.bind(&format!("{from}:0").parse::<SocketAddr>().unwrap().into())
+                .unwrap();
+            sock.connect(&to.into()).unwrap();
+            std::net::TcpStream::from(sock)
+        };
+        let idle: Vec<_> = (0..3)
+            .map(|_| connect("10.9.0.2", v4.local_addr().unwrap()))
+            .collect();
+        let mut busy = connect("10.9.0.2", v4.local_addr().unwrap());
+        busy.write_all(b"hello").unwrap();
+        let dual_idle = connect("10.9.0.2", "10.9.0.1:7101".parse().unwrap());
+        std::thread::sleep(Duration::from_millis(1200));
+        let held = filter_ctl::conns::inbound(64, Duration::from_secs(1)).unwrap();
+        let key = filter_ctl::addr::source_key("10.9.0.2".parse().unwrap(), 64);
+        let h = held.get(&key).copied().unwrap_or_default();
+        // 5 inbound (the client ends are outgoing: not counted), 4 idle.
+        assert_eq!((h.established, h.idle), (5, 4), "{held:?}");
+        assert_eq!(held.len(), 1, "{held:?}");
+        // Not idle yet with a longer idle_after.
+        let h = filter_ctl::conns::inbound(64, Duration::from_secs(30)).unwrap()[&key];
+        assert_eq!((h.established, h.idle), (5, 0));
+        drop((idle, dual_idle, dual, v4));
+    });
+}

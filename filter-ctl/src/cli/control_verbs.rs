@@ -132,7 +132,8 @@ enum SetWhat {
     /// Example: filter-ctl set threshold syn 500
     Threshold {
         /// syn, syn_ack, ack, rst, fin, unparsed, new_connections,
-        /// empty_connections or closed_ports (see docs/detection.md).
+        /// empty_connections, closed_ports, idle_connections or
+        /// concurrent_connections (see docs/detection.md).
         name: String,
         /// Packets per second, or `policy`.
         value: String,
