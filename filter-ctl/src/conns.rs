@@ -3,13 +3,14 @@
 //! cannot see without a connection table of its own, the lifetime of a
 //! connection. An inbound connection is an established socket whose local
 //! port has a listener; held-idle connections are those the source opened
-//! and has sent nothing on for a while.
+//! and has sent nothing on for a while; slow ones are old, trickle data in
+//! and get nothing back (Slowloris and kin, as far as layer 4 can tell).
 
 use std::{
     collections::{HashMap, HashSet},
     io,
     net::IpAddr,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use filter_common::SourceKey;
@@ -33,10 +34,37 @@ pub struct Held {
     /// Of those, the ones on which the source has sent no data for at least
     /// `idle_after` since the handshake.
     pub idle: u64,
+    /// Of those, the ones at least `slow_after` old on which the source has
+    /// sent data at less than `slow_rate` bytes/s on average, and the host
+    /// has sent back no more than it received.
+    pub slow: u64,
 }
 
-/// Inbound connections per source (IPv4 /32, IPv6 per `ipv6_prefix`).
-pub fn inbound(ipv6_prefix: u8, idle_after: Duration) -> io::Result<HashMap<SourceKey, Held>> {
+/// What makes a connection idle or slow.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    pub idle_after: Duration,
+    pub slow_after: Duration,
+    /// Bytes per second.
+    pub slow_rate: u64,
+}
+
+/// When each inbound connection was first seen, by socket cookie: the
+/// kernel's tables give no age. A connection older than the controller
+/// looks younger than it is, never older.
+#[derive(Debug, Default)]
+pub struct Ages {
+    seen: HashMap<[u8; 8], Instant>,
+}
+
+/// Inbound connections per source (IPv4 /32, IPv6 per `ipv6_prefix`);
+/// `ages` carries the connections' first sightings from call to call.
+pub fn inbound(
+    ipv6_prefix: u8,
+    rules: &Rules,
+    ages: &mut Ages,
+    now: Instant,
+) -> io::Result<HashMap<SourceKey, Held>> {
     // Listeners by (address, port); an unspecified address listens on all.
     let mut listening = HashSet::new();
     let mut out: HashMap<SourceKey, Held> = HashMap::new();
@@ -51,7 +79,8 @@ pub fn inbound(ipv6_prefix: u8, idle_after: Duration) -> io::Result<HashMap<Sour
             || listening.contains(&(IpAddr::from([0u8; 4]), port))
             || listening.contains(&(IpAddr::from([0u16; 8]), port))
     };
-    let idle_ms = idle_after.as_millis().min(u32::MAX as u128) as u32;
+    let idle_ms = rules.idle_after.as_millis().min(u32::MAX as u128) as u32;
+    let mut seen = HashMap::with_capacity(ages.seen.len());
     for family in [AF_INET, AF_INET6] {
         dump(family, StateFlags::ESTABLISHED, |r| {
             let id = &r.header.socket_id;
@@ -65,13 +94,27 @@ pub fn inbound(ipv6_prefix: u8, idle_after: Duration) -> io::Result<HashMap<Sour
                 Nla::TcpInfo(i) => Some(i),
                 _ => None,
             });
+            let first = *ages.seen.get(&id.cookie).unwrap_or(&now);
+            seen.insert(id.cookie, first);
+            let Some(info) = info else {
+                return;
+            };
             // No data yet: the kernel's receive time is still the
             // handshake's, so last_data_recv is the connection's age.
-            if info.is_some_and(|i| i.bytes_received == 0 && i.last_data_recv >= idle_ms) {
+            if info.bytes_received == 0 && info.last_data_recv >= idle_ms {
                 held.idle += 1;
+            }
+            let age = now.saturating_duration_since(first);
+            if info.bytes_received > 0
+                && age >= rules.slow_after
+                && info.bytes_received < rules.slow_rate.saturating_mul(age.as_secs().max(1))
+                && info.bytes_acked <= info.bytes_received
+            {
+                held.slow += 1;
             }
         })?;
     }
+    ages.seen = seen;
     Ok(out)
 }
 

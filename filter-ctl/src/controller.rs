@@ -56,6 +56,8 @@ pub struct Controller {
     expiries: u64,
     /// Reading the host's connections failed last time (logged once).
     conns_error: bool,
+    /// When each inbound connection was first seen (slow connections).
+    ages: crate::conns::Ages,
 }
 
 impl Controller {
@@ -107,6 +109,7 @@ impl Controller {
             promotions: 0,
             expiries: 0,
             conns_error: false,
+            ages: crate::conns::Ages::default(),
             policy,
         };
         c.sync_policy_lists()?;
@@ -238,14 +241,20 @@ impl Controller {
         &mut self,
         thresholds: &[u64; detect::METRIC_COUNT],
     ) -> HashMap<filter_common::SourceKey, crate::conns::Held> {
-        if thresholds[detect::IDLE_CONNECTIONS] == 0
-            && thresholds[detect::CONCURRENT_CONNECTIONS] == 0
-        {
+        let gauges = [
+            detect::IDLE_CONNECTIONS,
+            detect::CONCURRENT_CONNECTIONS,
+            detect::SLOW_CONNECTIONS,
+        ];
+        if gauges.iter().all(|&g| thresholds[g] == 0) {
             return HashMap::new();
         }
+        let rules = self.policy.connections.rules();
         match crate::conns::inbound(
             self.policy.ipv6_prefix,
-            self.policy.connections.idle_after.0,
+            &rules,
+            &mut self.ages,
+            Instant::now(),
         ) {
             Ok(held) => {
                 self.conns_error = false;

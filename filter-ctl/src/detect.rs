@@ -30,14 +30,16 @@ pub const METRICS: [&str; METRIC_COUNT] = [
     "closed_ports",
     "idle_connections",
     "concurrent_connections",
+    "slow_connections",
 ];
-pub const METRIC_COUNT: usize = flag::COUNT + 5;
+pub const METRIC_COUNT: usize = flag::COUNT + 6;
 pub const NEW_CONNECTIONS: usize = flag::COUNT;
 pub const EMPTY_CONNECTIONS: usize = flag::COUNT + 1;
 pub const CLOSED_PORTS: usize = flag::COUNT + 2;
 /// Gauges from the kernel's socket tables ([`crate::conns`]), not rates.
 pub const IDLE_CONNECTIONS: usize = flag::COUNT + 3;
 pub const CONCURRENT_CONNECTIONS: usize = flag::COUNT + 4;
+pub const SLOW_CONNECTIONS: usize = flag::COUNT + 5;
 
 /// Counters behind each rate metric. `syn` is SYNs minus completed
 /// handshakes; `closed_ports` counts the epochs in which the source was seen
@@ -55,13 +57,17 @@ fn metrics(c: &SourceCounters) -> [u64; METRIC_COUNT] {
         c.scans,
         0,
         0,
+        0,
     ]
 }
 
 /// Whether a metric is a gauge of held connections (a count now) rather
 /// than a rate.
 const fn is_gauge(metric: usize) -> bool {
-    matches!(metric, IDLE_CONNECTIONS | CONCURRENT_CONNECTIONS)
+    matches!(
+        metric,
+        IDLE_CONNECTIONS | CONCURRENT_CONNECTIONS | SLOW_CONNECTIONS
+    )
 }
 
 /// What promoting a source on `metric` writes: 0 (a block of everything)
@@ -71,7 +77,8 @@ const fn is_gauge(metric: usize) -> bool {
 /// someone's name cost that someone nothing but those packets.
 pub const fn scope_of(metric: usize) -> u32 {
     match metric {
-        NEW_CONNECTIONS | EMPTY_CONNECTIONS | IDLE_CONNECTIONS | CONCURRENT_CONNECTIONS => 0,
+        NEW_CONNECTIONS | EMPTY_CONNECTIONS => 0,
+        IDLE_CONNECTIONS | CONCURRENT_CONNECTIONS | SLOW_CONNECTIONS => 0,
         CLOSED_PORTS => flag::bit(flag::SYN),
         class => flag::bit(class),
     }
@@ -195,6 +202,7 @@ pub fn detect(
         for (metric, value) in [
             (IDLE_CONNECTIONS, h.idle),
             (CONCURRENT_CONNECTIONS, h.established),
+            (SLOW_CONNECTIONS, h.slow),
         ] {
             if thresholds[metric] > 0 && value > thresholds[metric] {
                 out.push(Detection {
@@ -470,6 +478,7 @@ mod tests {
             Held {
                 established: 300,
                 idle: 150,
+                slow: 0,
             },
         );
         held.insert(
@@ -477,6 +486,7 @@ mod tests {
             Held {
                 established: 400,
                 idle: 3,
+                slow: 40,
             },
         );
         let prev = snap(0, &[]);

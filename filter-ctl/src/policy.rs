@@ -72,6 +72,9 @@ pub struct Thresholds {
     pub idle_connections: u64,
     /// Inbound connections a source holds open (a count; off by default).
     pub concurrent_connections: u64,
+    /// Slow connections a source holds (see [`Connections`]; a count; off
+    /// by default).
+    pub slow_connections: u64,
 }
 
 impl Thresholds {
@@ -123,6 +126,7 @@ impl Thresholds {
             self.closed_ports,
             self.idle_connections,
             self.concurrent_connections,
+            self.slow_connections,
         ]
     }
 }
@@ -141,6 +145,7 @@ impl Default for Thresholds {
             closed_ports: 10,
             idle_connections: 100,
             concurrent_connections: 0,
+            slow_connections: 0,
         }
     }
 }
@@ -195,12 +200,29 @@ pub struct Connections {
     /// A connection on which the source has sent nothing for this long
     /// since the handshake is idle (`thresholds.idle_connections`).
     pub idle_after: Dur,
+    /// A connection at least this old on which the source has sent data
+    /// at less than `slow_rate` bytes/s on average, while the host has sent
+    /// back no more than it received, is slow (`thresholds.slow_connections`).
+    pub slow_after: Dur,
+    pub slow_rate: u64,
 }
 
 impl Default for Connections {
     fn default() -> Self {
         Connections {
             idle_after: Dur::secs(10),
+            slow_after: Dur::secs(30),
+            slow_rate: 64,
+        }
+    }
+}
+
+impl Connections {
+    pub fn rules(&self) -> crate::conns::Rules {
+        crate::conns::Rules {
+            idle_after: self.idle_after.0,
+            slow_after: self.slow_after.0,
+            slow_rate: self.slow_rate,
         }
     }
 }
@@ -448,9 +470,13 @@ ports:
 
 # Connections the host holds, read from the kernel's socket tables every
 # interval: one on which the source has sent nothing for idle_after since
-# the handshake is idle (thresholds.idle_connections).
+# the handshake is idle (thresholds.idle_connections); one at least
+# slow_after old that the source trickles data into at under slow_rate
+# bytes/s, with no more sent back, is slow (thresholds.slow_connections).
 connections:
   idle_after: 10s
+  slow_after: 30s
+  slow_rate: 64     # bytes/s
 
 # Per source, per second: a source above any of these is promoted. 0 = off.
 # Every packet class except syn counts *stray* packets only: those that
@@ -471,6 +497,7 @@ thresholds:
   closed_ports: 10       # distinct closed ports in ~1 s, a port scan (restricts SYNs; needs ports:)
   idle_connections: 100  # connections held open with no data (a count, not a rate; blocks)
   concurrent_connections: 0  # inbound connections held open (a count; NAT gateways hold thousands; blocks)
+  slow_connections: 0    # slow connections held (a count; long-poll and WebSocket clients look the same; blocks)
 
 # In-kernel token bucket per source and class (per CPU), so a flood is cut
 # within packets, before the controller's next tick. Applies to stray
@@ -666,13 +693,16 @@ impl Policy {
                 ));
             }
         }
-        let idle = self.connections.idle_after.0;
-        if idle < Duration::from_secs(1) || idle > Duration::from_secs(3600) {
-            return Err(format!(
-                "{}: must be between 1s and 1h, got {}",
-                at("connections.idle_after"),
-                self.connections.idle_after
-            ));
+        for (name, d) in [
+            ("idle_after", self.connections.idle_after),
+            ("slow_after", self.connections.slow_after),
+        ] {
+            if d.0 < Duration::from_secs(1) || d.0 > Duration::from_secs(3600) {
+                return Err(format!(
+                    "{}: must be between 1s and 1h, got {d}",
+                    at(&format!("connections.{name}"))
+                ));
+            }
         }
         if self.audit.retention.0 < Duration::from_secs(3600) {
             return Err(format!(

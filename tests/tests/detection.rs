@@ -287,3 +287,45 @@ fn a_source_holding_idle_connections_is_blocked() {
     thread::sleep(Duration::from_millis(1100));
     assert_eq!(c.status()["promotions"], 1, "{:?}", promotions(&c));
 }
+
+#[test]
+fn a_source_trickling_into_many_connections_is_blocked_when_slow_connections_is_set() {
+    filter_tests::require_root();
+    // Off by default (long-poll and WebSocket clients look the same at
+    // layer 4): set here, with short windows to keep the test short.
+    let c = Controller::start(
+        "interval: 500ms\nconnections: { slow_after: 2s, slow_rate: 100 }\nthresholds: { slow_connections: 10 }\n",
+    );
+    let _server = Acceptor::request_response(&c.rig.srv, srv_att(9001));
+    let ns = filter_tests::netns::NetNs::existing(&c.rig.att.name);
+    let dst = srv_att(9001);
+    // 20 connections, one header byte each every 500 ms: Slowloris.
+    let trickler = thread::spawn(move || {
+        ns.run(move || {
+            let mut conns: Vec<_> = (0..20)
+                .filter_map(|_| {
+                    std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(2)).ok()
+                })
+                .collect();
+            for _ in 0..10 {
+                for s in &mut conns {
+                    let _ = std::io::Write::write_all(s, b"X");
+                }
+                thread::sleep(Duration::from_millis(500));
+            }
+            conns.len()
+        })
+    });
+    let cycles0 = c.status()["cycles"].as_u64().unwrap();
+    let (p, _) = wait_promoted(&c, filter_tests::rig::ATT_IP, cycles0);
+    assert_eq!(p["reason"], "slow_connections");
+    assert_eq!(p["action"], "block");
+    assert_eq!(trickler.join().unwrap(), 20);
+    // A download (the host sends far more than it gets) is never slow.
+    let _bulk = Acceptor::bulk(&c.rig.srv, srv(9000), Duration::from_secs(4));
+    let t = traffic::download(&c.rig.cli, srv(9000), Duration::from_secs(6))
+        .join()
+        .unwrap();
+    assert!(!t.failed, "{t:?}");
+    assert_eq!(c.status()["promotions"], 1, "{:?}", promotions(&c));
+}

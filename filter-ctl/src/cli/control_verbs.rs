@@ -132,8 +132,9 @@ enum SetWhat {
     /// Example: filter-ctl set threshold syn 500
     Threshold {
         /// syn, syn_ack, ack, rst, fin, unparsed, new_connections,
-        /// empty_connections, closed_ports, idle_connections or
-        /// concurrent_connections (see docs/detection.md).
+        /// empty_connections, closed_ports, idle_connections,
+        /// concurrent_connections or slow_connections (see
+        /// docs/detection.md).
         name: String,
         /// Packets per second, or `policy`.
         value: String,
