@@ -31,8 +31,9 @@ use crate::addr::source_key;
 pub struct Held {
     /// Established connections to a listening port.
     pub established: u64,
-    /// Of those, the ones on which the source has sent no data for at least
-    /// `idle_after` since the handshake.
+    /// Of those, the ones on which the source has sent no data since the
+    /// handshake, at least `idle_after` ago, and has acknowledged nothing
+    /// for as long (it is not receiving a stream from the host either).
     pub idle: u64,
     /// Of those, the ones at least `slow_after` old on which the source has
     /// sent data at less than `slow_rate` bytes/s on average, and the host
@@ -100,8 +101,12 @@ pub fn inbound(
                 return;
             };
             // No data yet: the kernel's receive time is still the
-            // handshake's, so last_data_recv is the connection's age.
-            if info.bytes_received == 0 && info.last_data_recv >= idle_ms {
+            // handshake's, so last_data_recv is the connection's age; and no
+            // ACK since then either (a client receiving a stream acks it).
+            if info.bytes_received == 0
+                && info.last_data_recv >= idle_ms
+                && info.last_ack_recv >= idle_ms
+            {
                 held.idle += 1;
             }
             let age = now.saturating_duration_since(first);

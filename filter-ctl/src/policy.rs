@@ -469,8 +469,9 @@ ports:
   udp: off
 
 # Connections the host holds, read from the kernel's socket tables every
-# interval: one on which the source has sent nothing for idle_after since
-# the handshake is idle (thresholds.idle_connections); one at least
+# interval: one on which the source has sent nothing and acknowledged
+# nothing for idle_after since the handshake is idle
+# (thresholds.idle_connections); one at least
 # slow_after old that the source trickles data into at under slow_rate
 # bytes/s, with no more sent back, is slow (thresholds.slow_connections).
 connections:

@@ -409,6 +409,19 @@ fn held_idle_connections_are_read_from_the_kernels_tables() {
         let mut busy = connect("10.9.0.2", v4.local_addr().unwrap());
         busy.write_all(b"hello").unwrap();
         let dual_idle = connect("10.9.0.2", "10.9.0.1:7101".parse().unwrap());
+        // A client that only receives (a push stream): it sends no data
+        // but acknowledges the host's, so it is not idle.
+        let mut reader = connect("10.9.0.2", "10.9.0.1:7101".parse().unwrap());
+        let kept = dual.accept().unwrap(); // dual_idle's server side, kept open
+        let (mut pusher, _) = dual.accept().unwrap();
+        let push = std::thread::spawn(move || {
+            for _ in 0..15 {
+                pusher.write_all(&[1u8; 100]).unwrap();
+                reader.read_exact(&mut [0u8; 100]).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (pusher, reader)
+        });
         let rules = |idle: u64| filter_ctl::conns::Rules {
             idle_after: Duration::from_secs(idle),
             slow_after: Duration::from_secs(3600),
@@ -420,12 +433,13 @@ fn held_idle_connections_are_read_from_the_kernels_tables() {
         let held = filter_ctl::conns::inbound(64, &rules(1), &mut ages, now()).unwrap();
         let key = filter_ctl::addr::source_key("10.9.0.2".parse().unwrap(), 64);
         let h = held.get(&key).copied().unwrap_or_default();
-        // 5 inbound (the client ends are outgoing: not counted), 4 idle.
-        assert_eq!((h.established, h.idle, h.slow), (5, 4, 0), "{held:?}");
+        // 6 inbound (the client ends are outgoing: not counted), 4 idle.
+        assert_eq!((h.established, h.idle, h.slow), (6, 4, 0), "{held:?}");
         assert_eq!(held.len(), 1, "{held:?}");
         // Not idle yet with a longer idle_after.
         let h = filter_ctl::conns::inbound(64, &rules(30), &mut ages, now()).unwrap()[&key];
-        assert_eq!((h.established, h.idle), (5, 0));
+        assert_eq!((h.established, h.idle), (6, 0));
+        let streams = push.join().unwrap();
         // Slow: once old enough (as first seen by an earlier call), the busy
         // connection's 5 bytes are a trickle and nothing was sent back.
         let slow = filter_ctl::conns::Rules {
@@ -447,6 +461,6 @@ fn held_idle_connections_are_read_from_the_kernels_tables() {
         std::thread::sleep(Duration::from_millis(50));
         let h = filter_ctl::conns::inbound(64, &slow, &mut ages, later).unwrap()[&key];
         assert_eq!(h.slow, 0, "{h:?}");
-        drop((idle, dual_idle, dual, v4));
+        drop((idle, dual_idle, kept, dual, v4, streams));
     });
 }
