@@ -72,6 +72,15 @@ impl Controller {
     /// [`Controller::start`] with the policy already loaded.
     pub fn start_with(opts: RunOptions, policy: Policy) -> anyhow::Result<Controller> {
         let interfaces = Self::interfaces(&policy, &opts)?;
+        if !crate::btf::TcpSockOffsets::from_kernel().complete() {
+            log::warn!(
+                "this kernel's BTF (/sys/kernel/btf/vmlinux) does not describe tcp_sock and \
+                 tcp_request_sock: empty connections will not be counted"
+            );
+        }
+        if policy.ports.tcp == crate::policy::PortSet::Off {
+            log::info!("ports.tcp is off: SYNs to closed ports pass, port scans are not counted");
+        }
         let audit = AuditLog::open(&policy.audit.path)
             .with_context(|| format!("opening audit log {}", policy.audit.path.display()))?;
         let state = State::load(&policy.state_dir)?;

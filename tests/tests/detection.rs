@@ -124,7 +124,7 @@ fn two_hundred_parallel_connections_in_rounds_are_never_promoted() {
 #[test]
 fn stray_ack_rst_and_fin_floods_are_promoted_while_a_transfer_goes_on() {
     filter_tests::require_root();
-    let c = Controller::start("interval: 500ms\n");
+    let c = Controller::start("");
     let _server = Acceptor::bulk(&c.rig.srv, srv(9000), Duration::from_secs(12));
     let dl = traffic::download(&c.rig.cli, srv(9000), Duration::from_secs(20));
     for (kind, src, reason) in [
@@ -198,7 +198,7 @@ fn a_port_scan_is_promoted_as_port_scan() {
 #[test]
 fn packets_forged_in_the_clients_name_never_cut_its_connections() {
     filter_tests::require_root();
-    let c = Controller::start("interval: 500ms\n");
+    let c = Controller::start("");
     let _server = Acceptor::bulk(&c.rig.srv, srv(9000), Duration::from_secs(8));
     let dl = traffic::download(&c.rig.cli, srv(9000), Duration::from_secs(15));
     thread::sleep(Duration::from_millis(300));
@@ -233,7 +233,7 @@ fn packets_forged_in_the_clients_name_never_cut_its_connections() {
 #[test]
 fn fragmented_syn_and_payload_ack_floods_are_caught_like_their_plain_forms() {
     filter_tests::require_root();
-    let c = Controller::start("interval: 500ms\n");
+    let c = Controller::start("");
     for (kind, src, reason, scope) in [
         (Kind::FragSyn, "10.200.6.6", "unparsed_flood", "unparsed"),
         (Kind::AckData, "10.200.7.7", "ack_flood", "ack"),
