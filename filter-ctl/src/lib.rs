@@ -1,15 +1,17 @@
 //! The controller library: everything `filter-ctl` does, reusable by tests
-//! and by `xtask`.
+//! and by `xtask`. Folders are floors; a module imports only from its own
+//! floor or those below (checked by `tests/layers.rs`):
+//!
+//! `model` (and `error`) → `policy` → `kernel` → `detect` → `service` → `api` → `cli`
 
-pub mod addr;
-pub mod batch;
-pub mod btf;
+pub mod api;
 pub mod cli;
-pub mod clock;
-pub mod conns;
+pub mod detect;
 pub mod error;
-pub mod loader;
-pub mod maps;
+pub mod kernel;
+pub mod model;
+pub mod policy;
+pub mod service;
 
 /// The XDP object built by `build.rs`.
 pub static FILTER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filter"));
@@ -18,9 +20,3 @@ pub static FLOOD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_D
 /// A bare `XDP_DROP` program, the benchmark baseline.
 pub static BARE_DROP_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bare-drop"));
-pub mod audit;
-pub mod control;
-pub mod controller;
-pub mod detect;
-pub mod policy;
-pub mod state;

@@ -21,9 +21,9 @@ use aya::{
 };
 use filter_common::{list_reason, Config};
 use filter_ctl::{
-    addr::parse_net,
-    loader,
-    maps::{new_entry, ListKind, Maps},
+    kernel::loader,
+    kernel::maps::{new_entry, ListKind, Maps},
+    model::addr::parse_net,
     BARE_DROP_OBJECT,
 };
 use filter_tests::{

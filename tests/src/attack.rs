@@ -136,7 +136,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
     if spec.kind == Kind::Churn {
         return churn(spec, duration, count);
     }
-    let ifindex = filter_ctl::loader::if_index(&spec.iface)?;
+    let ifindex = filter_ctl::kernel::loader::if_index(&spec.iface)?;
     let mut ebpf = Ebpf::load(filter_ctl::FLOOD_OBJECT)?;
     let frame = template(spec);
     let cfg = FloodConfig {

@@ -11,9 +11,9 @@ use aya::{
 };
 use filter_common::{list_reason, Config, Reason, SourceCounters};
 use filter_ctl::{
-    addr::{parse_net, source_key},
-    loader,
-    maps::{new_entry, ListKind, Maps, ReasonStats},
+    kernel::loader,
+    kernel::maps::{new_entry, ListKind, Maps, ReasonStats},
+    model::addr::{parse_net, source_key},
 };
 
 use crate::require_root;

@@ -7,9 +7,11 @@ use std::time::Duration;
 use aya::programs::{TestRun, TestRunOptions};
 use filter_common::{list_reason, Config, Reason, SourceCounters};
 use filter_ctl::{
-    addr::parse_net,
-    clock, loader,
-    maps::{new_entry, ListKind},
+    kernel::{
+        loader,
+        maps::{new_entry, ListKind},
+    },
+    model::{addr::parse_net, clock},
 };
 use filter_tests::{
     kernel::{Filter, DROP, PASS},

@@ -6,9 +6,10 @@ use std::{thread, time::Duration};
 
 use filter_common::{list_reason, Config, Reason};
 use filter_ctl::{
-    addr::parse_net,
-    loader::{self, AttachMode},
-    maps::{new_entry, ListKind, Maps},
+    kernel::loader,
+    kernel::maps::{new_entry, ListKind, Maps},
+    model::addr::parse_net,
+    policy::AttachMode,
 };
 use filter_tests::{
     netns::{connect_from, BpfFs, Pair, Server},
@@ -65,7 +66,10 @@ fn blocked_source_cannot_connect_while_another_can(mode: AttachMode) {
     );
     assert!(stats[Reason::Passed as usize].packets >= 5, "{stats:?}");
     let legit = maps
-        .source(&filter_ctl::addr::source_key(LEGIT.parse().unwrap(), 64))
+        .source(&filter_ctl::model::addr::source_key(
+            LEGIT.parse().unwrap(),
+            64,
+        ))
         .unwrap();
     // The legit client was counted once it passed the tracking gate; the
     // ACKs of its handshakes met the server's sockets: in-connection, and

@@ -422,32 +422,32 @@ fn held_idle_connections_are_read_from_the_kernels_tables() {
             }
             (pusher, reader)
         });
-        let rules = |idle: u64| filter_ctl::conns::Rules {
-            idle_after: Duration::from_secs(idle),
-            slow_after: Duration::from_secs(3600),
+        let rules = |idle: u64| filter_ctl::policy::Connections {
+            idle_after: filter_ctl::policy::Dur::secs(idle),
+            slow_after: filter_ctl::policy::Dur::secs(3600),
             slow_rate: 64,
         };
-        let mut ages = filter_ctl::conns::Ages::default();
+        let mut ages = filter_ctl::kernel::conns::Ages::default();
         let now = std::time::Instant::now;
         std::thread::sleep(Duration::from_millis(1200));
-        let held = filter_ctl::conns::inbound(64, &rules(1), &mut ages, now()).unwrap();
-        let key = filter_ctl::addr::source_key("10.9.0.2".parse().unwrap(), 64);
+        let held = filter_ctl::kernel::conns::inbound(64, &rules(1), &mut ages, now()).unwrap();
+        let key = filter_ctl::model::addr::source_key("10.9.0.2".parse().unwrap(), 64);
         let h = held.get(&key).copied().unwrap_or_default();
         // 6 inbound (the client ends are outgoing: not counted), 4 idle.
         assert_eq!((h.established, h.idle, h.slow), (6, 4, 0), "{held:?}");
         assert_eq!(held.len(), 1, "{held:?}");
         // Not idle yet with a longer idle_after.
-        let h = filter_ctl::conns::inbound(64, &rules(30), &mut ages, now()).unwrap()[&key];
+        let h = filter_ctl::kernel::conns::inbound(64, &rules(30), &mut ages, now()).unwrap()[&key];
         assert_eq!((h.established, h.idle), (6, 0));
         let streams = push.join().unwrap();
         // Slow: once old enough (as first seen by an earlier call), the busy
         // connection's 5 bytes are a trickle and nothing was sent back.
-        let slow = filter_ctl::conns::Rules {
-            slow_after: Duration::from_secs(2),
+        let slow = filter_ctl::policy::Connections {
+            slow_after: filter_ctl::policy::Dur::secs(2),
             ..rules(30)
         };
         let later = now() + Duration::from_secs(3);
-        let h = filter_ctl::conns::inbound(64, &slow, &mut ages, later).unwrap()[&key];
+        let h = filter_ctl::kernel::conns::inbound(64, &slow, &mut ages, later).unwrap()[&key];
         assert_eq!(h.slow, 1, "{h:?}");
         // The host answering it (a response, a download) makes it not slow.
         let me = busy.local_addr().unwrap();
@@ -459,7 +459,7 @@ fn held_idle_connections_are_read_from_the_kernels_tables() {
         server_side.write_all(&[7u8; 1000]).unwrap();
         busy.read_exact(&mut [0u8; 1000]).unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        let h = filter_ctl::conns::inbound(64, &slow, &mut ages, later).unwrap()[&key];
+        let h = filter_ctl::kernel::conns::inbound(64, &slow, &mut ages, later).unwrap()[&key];
         assert_eq!(h.slow, 0, "{h:?}");
         drop((idle, dual_idle, kept, dual, v4, streams));
     });

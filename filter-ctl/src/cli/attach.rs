@@ -3,7 +3,10 @@ use clap::Args;
 use filter_common::Config;
 
 use super::Global;
-use crate::loader::{self, AttachMode, Attached};
+use crate::{
+    kernel::loader::{self, Attached},
+    policy::AttachMode,
+};
 
 /// Load the filter and attach it to one or more interfaces.
 ///

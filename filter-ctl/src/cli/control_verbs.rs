@@ -4,7 +4,10 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use super::{print_json, Global};
-use crate::control::{call, CallError, Request, Response};
+use crate::{
+    api::client::{call, CallError},
+    service::ops::{Request, Response},
+};
 
 /// Sends a request and turns a refusal into an error.
 pub(super) fn request(g: &Global, req: &Request) -> anyhow::Result<Value> {
@@ -37,7 +40,7 @@ impl Status {
             Ok(r) if r.ok => r.data,
             Ok(r) => anyhow::bail!(r.error.unwrap_or_default()),
             Err(CallError::NotRunning(path)) => {
-                let attached = crate::loader::attached_interfaces(&g.pin_dir);
+                let attached = crate::kernel::loader::attached_interfaces(&g.pin_dir);
                 if self.json {
                     print_json(
                         &serde_json::json!({"running": false, "socket": path, "attached": attached}),

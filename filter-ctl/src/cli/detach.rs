@@ -1,7 +1,7 @@
 use clap::Args;
 
 use super::Global;
-use crate::loader;
+use crate::kernel::loader;
 
 /// Detach the filter from interfaces.
 ///

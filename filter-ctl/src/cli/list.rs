@@ -4,9 +4,9 @@ use serde::Serialize;
 
 use super::{human_secs, print_json, Global};
 use crate::{
-    addr::source_net,
-    clock,
-    maps::{ListKind, Maps},
+    kernel::maps::{ListKind, Maps},
+    model::addr::source_net,
+    model::clock,
 };
 
 /// Show the blocklist, the allowlist or the tracked sources.

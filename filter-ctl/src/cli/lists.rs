@@ -10,9 +10,10 @@ use ipnet::IpNet;
 
 use super::{control_verbs::request, human_secs, Global, Ttl};
 use crate::{
-    addr::parse_net,
-    control::{call, Request},
-    maps::{new_entry, ListKind, Maps},
+    api::client::call,
+    kernel::maps::{new_entry, ListKind, Maps},
+    model::addr::parse_net,
+    service::ops::Request,
 };
 
 fn parse_all(args: &[String]) -> anyhow::Result<Vec<IpNet>> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::loader::DEFAULT_PIN_DIR;
+use crate::policy::DEFAULT_PIN_DIR;
 
 mod attach;
 mod control_verbs;

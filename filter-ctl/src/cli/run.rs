@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::Global;
-use crate::controller::{self, RunOptions};
+use crate::service::controller::{self, RunOptions};
 
 /// Run the controller: attach per the policy, promote offenders, serve the
 /// admin CLI.

@@ -1,7 +1,7 @@
 use clap::Args;
 
 use super::{print_json, Global};
-use crate::{loader, maps::Maps};
+use crate::kernel::{loader, maps::Maps};
 
 /// Show packet and byte totals per verdict reason since the maps were
 /// created, and where the filter is attached.
@@ -17,7 +17,7 @@ pub struct Stats {
 #[derive(serde::Serialize)]
 struct Report {
     attached: Vec<String>,
-    reasons: Vec<crate::maps::ReasonStats>,
+    reasons: Vec<crate::kernel::maps::ReasonStats>,
 }
 
 impl Stats {

@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use super::{print_json, Global};
 use crate::{
-    addr::source_net,
     detect::{rates, Snapshot},
-    maps::Maps,
+    kernel::maps::Maps,
+    model::addr::source_net,
 };
 
 /// Show the busiest sources and their current rates, refreshed live.

@@ -10,7 +10,7 @@ use std::{
     collections::{HashMap, HashSet},
     io,
     net::IpAddr,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use filter_common::SourceKey;
@@ -24,7 +24,7 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
-use crate::addr::source_key;
+use crate::{model::addr::source_key, policy::Connections};
 
 /// One source's inbound connections.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,15 +41,6 @@ pub struct Held {
     pub slow: u64,
 }
 
-/// What makes a connection idle or slow.
-#[derive(Clone, Copy, Debug)]
-pub struct Rules {
-    pub idle_after: Duration,
-    pub slow_after: Duration,
-    /// Bytes per second.
-    pub slow_rate: u64,
-}
-
 /// When each inbound connection was first seen, by socket cookie: the
 /// kernel's tables give no age. A connection older than the controller
 /// looks younger than it is, never older.
@@ -62,7 +53,7 @@ pub struct Ages {
 /// `ages` carries the connections' first sightings from call to call.
 pub fn inbound(
     ipv6_prefix: u8,
-    rules: &Rules,
+    rules: &Connections,
     ages: &mut Ages,
     now: Instant,
 ) -> io::Result<HashMap<SourceKey, Held>> {
@@ -80,7 +71,7 @@ pub fn inbound(
             || listening.contains(&(IpAddr::from([0u8; 4]), port))
             || listening.contains(&(IpAddr::from([0u16; 8]), port))
     };
-    let idle_ms = rules.idle_after.as_millis().min(u32::MAX as u128) as u32;
+    let idle_ms = rules.idle_after.0.as_millis().min(u32::MAX as u128) as u32;
     let mut seen = HashMap::with_capacity(ages.seen.len());
     for family in [AF_INET, AF_INET6] {
         dump(family, StateFlags::ESTABLISHED, |r| {
@@ -111,7 +102,7 @@ pub fn inbound(
             }
             let age = now.saturating_duration_since(first);
             if info.bytes_received > 0
-                && age >= rules.slow_after
+                && age >= rules.slow_after.0
                 && info.bytes_received < rules.slow_rate.saturating_mul(age.as_secs().max(1))
                 && info.bytes_acked <= info.bytes_received
             {

@@ -22,15 +22,15 @@ use tokio::{
 };
 
 use crate::{
-    addr::{parse_net, source_net},
-    audit::AuditLog,
-    clock,
-    control::{Request, Response},
     detect::{self, Listed, Snapshot},
-    loader,
-    maps::{new_entry, scope_text, ListKind, Maps},
+    kernel::loader,
+    kernel::maps::{new_entry, scope_text, ListKind, Maps},
+    model::addr::{parse_net, source_net},
+    model::clock,
     policy::{Policy, Thresholds},
-    state::State,
+    service::audit::AuditLog,
+    service::ops::{Request, Response},
+    service::state::State,
 };
 
 /// Options from the command line that complement the policy file.
@@ -57,7 +57,7 @@ pub struct Controller {
     /// Reading the host's connections failed last time (logged once).
     conns_error: bool,
     /// When each inbound connection was first seen (slow connections).
-    ages: crate::conns::Ages,
+    ages: crate::kernel::conns::Ages,
 }
 
 impl Controller {
@@ -72,7 +72,7 @@ impl Controller {
     /// [`Controller::start`] with the policy already loaded.
     pub fn start_with(opts: RunOptions, policy: Policy) -> anyhow::Result<Controller> {
         let interfaces = Self::interfaces(&policy, &opts)?;
-        if !crate::btf::TcpSockOffsets::from_kernel().complete() {
+        if !crate::kernel::btf::TcpSockOffsets::from_kernel().complete() {
             log::warn!(
                 "this kernel's BTF (/sys/kernel/btf/vmlinux) does not describe tcp_sock and \
                  tcp_request_sock: empty connections will not be counted"
@@ -118,7 +118,7 @@ impl Controller {
             promotions: 0,
             expiries: 0,
             conns_error: false,
-            ages: crate::conns::Ages::default(),
+            ages: crate::kernel::conns::Ages::default(),
             policy,
         };
         c.sync_policy_lists()?;
@@ -249,7 +249,7 @@ impl Controller {
     fn held_connections(
         &mut self,
         thresholds: &[u64; detect::METRIC_COUNT],
-    ) -> HashMap<filter_common::SourceKey, crate::conns::Held> {
+    ) -> HashMap<filter_common::SourceKey, crate::kernel::conns::Held> {
         let gauges = [
             detect::IDLE_CONNECTIONS,
             detect::CONCURRENT_CONNECTIONS,
@@ -258,10 +258,9 @@ impl Controller {
         if gauges.iter().all(|&g| thresholds[g] == 0) {
             return HashMap::new();
         }
-        let rules = self.policy.connections.rules();
-        match crate::conns::inbound(
+        match crate::kernel::conns::inbound(
             self.policy.ipv6_prefix,
-            &rules,
+            &self.policy.connections,
             &mut self.ages,
             Instant::now(),
         ) {

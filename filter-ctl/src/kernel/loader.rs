@@ -9,7 +9,6 @@
 
 use std::{
     ffi::CString,
-    fmt,
     path::{Path, PathBuf},
 };
 
@@ -22,56 +21,20 @@ use filter_common::{map_names, Config, PROGRAM_NAME};
 
 use crate::{
     error::{Error, Result},
-    maps::Maps,
-    policy::Capacities,
+    kernel::maps::Maps,
+    policy::{AttachMode, Capacities},
 };
 
-/// Default pin directory.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/filter";
 const SYS_FS_BPF: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const LINK_PREFIX: &str = "link_";
 
-/// How to attach.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    /// Native if the driver supports it, generic otherwise (kernel's choice).
-    #[default]
-    Auto,
-    /// Native (driver) XDP; fails if the driver lacks it.
-    Native,
-    /// Generic (skb) XDP: works everywhere, slower.
-    Skb,
-}
-
-impl AttachMode {
-    fn xdp_mode(self) -> XdpMode {
-        match self {
-            AttachMode::Auto => XdpMode::Default,
-            AttachMode::Native => XdpMode::Driver,
-            AttachMode::Skb => XdpMode::Skb,
-        }
-    }
-}
-
-impl fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AttachMode::Auto => "auto",
-            AttachMode::Native => "native",
-            AttachMode::Skb => "skb",
-        })
+/// The kernel's name for an attach mode.
+fn xdp_mode(mode: AttachMode) -> XdpMode {
+    match mode {
+        AttachMode::Auto => XdpMode::Default,
+        AttachMode::Native => XdpMode::Driver,
+        AttachMode::Skb => XdpMode::Skb,
     }
 }
 
@@ -215,7 +178,7 @@ pub fn load_with(pin_dir: Option<&Path>, caps: &Capacities) -> Result<Ebpf> {
         .map_max_entries(map_names::BLOCK_NET_V6, caps.block_net);
     // Where the kernel keeps a connection's sequence and byte counts: the
     // data path reads them at a connection's close (empty connections).
-    let tcp = crate::btf::TcpSockOffsets::from_kernel();
+    let tcp = crate::kernel::btf::TcpSockOffsets::from_kernel();
     loader
         .override_global("TCP_SOCK_RCV_NXT", &tcp.rcv_nxt, true)
         .override_global("TCP_SOCK_BYTES_RECEIVED", &tcp.bytes_received, true)
@@ -301,7 +264,7 @@ pub fn attach(
     Maps::from_ebpf(&mut ebpf)?.set_config(config)?;
     let prog = program(&mut ebpf)?;
     let link_id = prog
-        .attach_to_if_index(ifindex, mode.xdp_mode())
+        .attach_to_if_index(ifindex, xdp_mode(mode))
         .map_err(|source| Error::Attach {
             iface: iface.to_owned(),
             mode: mode.to_string(),

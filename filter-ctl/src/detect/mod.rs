@@ -7,39 +7,8 @@ use filter_common::{flag, SourceCounters, SourceKey};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::{conns::Held, policy::Blocking};
-
-/// Counters of every tracked source at one instant (monotonic ns).
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    pub at_ns: u64,
-    pub sources: HashMap<SourceKey, SourceCounters>,
-}
-
-/// What the detectors measure per source: the six packet classes (indexed
-/// as [`flag`]), then connection signals and port scans.
-pub const METRICS: [&str; METRIC_COUNT] = [
-    "syn",
-    "syn_ack",
-    "ack",
-    "rst",
-    "fin",
-    "unparsed",
-    "new_connections",
-    "empty_connections",
-    "closed_ports",
-    "idle_connections",
-    "concurrent_connections",
-    "slow_connections",
-];
-pub const METRIC_COUNT: usize = flag::COUNT + 6;
-pub const NEW_CONNECTIONS: usize = flag::COUNT;
-pub const EMPTY_CONNECTIONS: usize = flag::COUNT + 1;
-pub const CLOSED_PORTS: usize = flag::COUNT + 2;
-/// Gauges from the kernel's socket tables ([`crate::conns`]), not rates.
-pub const IDLE_CONNECTIONS: usize = flag::COUNT + 3;
-pub const CONCURRENT_CONNECTIONS: usize = flag::COUNT + 4;
-pub const SLOW_CONNECTIONS: usize = flag::COUNT + 5;
+pub use crate::model::{metric::*, snapshot::Snapshot};
+use crate::{kernel::conns::Held, policy::Blocking};
 
 /// Counters behind each rate metric. `syn` is SYNs minus completed
 /// handshakes; `closed_ports` counts the epochs in which the source was seen
@@ -159,7 +128,7 @@ impl Detection {
 
 /// Every (source, metric) whose rate exceeds the metric's threshold (0 =
 /// check off) between `prev` and `cur`, and every source holding more
-/// connections than a gauge allows (`held`, from [`crate::conns`]). A scan
+/// connections than a gauge allows (`held`, from [`crate::kernel::conns`]). A scan
 /// is judged by the kernel against `closed_ports`, so any scan counted in
 /// the interval is a detection. Sorted by source, then most serious first:
 /// a metric that blocks before one that restricts, then the one most over
@@ -317,7 +286,7 @@ impl Offenders {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{addr::source_key, policy::Dur};
+    use crate::{model::addr::source_key, policy::Dur};
 
     const S: u64 = 1_000_000_000;
 
@@ -533,7 +502,7 @@ mod tests {
         let mut c = counters(1, 5000, 5000);
         c.syn_ack = 5000;
         let cur = snap(S, &[("192.0.2.10", c)]);
-        let net = |k: &SourceKey| crate::addr::source_net(k, 64);
+        let net = |k: &SourceKey| crate::model::addr::source_net(k, 64);
         let t = th(&[100, 100, 100, 100, 100]);
         let bits = |v: &[usize]| v.iter().fold(0, |a, &i| a | flag::bit(i));
         // Everything forged at once: one promotion restricting all of it.
@@ -588,7 +557,7 @@ mod tests {
         ];
         let p = promotable(
             detect(&prev, &cur, &HashMap::new(), t),
-            |k| crate::addr::source_net(k, 64),
+            |k| crate::model::addr::source_net(k, 64),
             &allow,
             &blocked,
         );

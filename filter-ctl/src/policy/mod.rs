@@ -11,10 +11,11 @@ use filter_common::{port_mode, Config, RateLimit, MAX_RATE_PPS};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{
-    detect::{METRICS, METRIC_COUNT},
-    loader::AttachMode,
-};
+mod attach;
+
+pub use attach::{AttachMode, DEFAULT_PIN_DIR};
+
+use crate::model::metric::{METRICS, METRIC_COUNT};
 
 /// The whole policy. Every field has a default (see [`DEFAULT_POLICY`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -217,16 +218,6 @@ impl Default for Connections {
     }
 }
 
-impl Connections {
-    pub fn rules(&self) -> crate::conns::Rules {
-        crate::conns::Rules {
-            idle_after: self.idle_after.0,
-            slow_after: self.slow_after.0,
-            slow_rate: self.slow_rate,
-        }
-    }
-}
-
 /// The host's open ports, for the closed-port policy.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -407,7 +398,7 @@ impl Default for Policy {
             interfaces: Vec::new(),
             xdp_mode: AttachMode::Auto,
             interval: Dur::secs(1),
-            pin_dir: PathBuf::from(crate::loader::DEFAULT_PIN_DIR),
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             state_dir: PathBuf::from("/var/lib/filter"),
             control_socket: PathBuf::from(DEFAULT_SOCKET),
             detach_on_exit: false,
@@ -570,7 +561,7 @@ pub struct Net(pub IpNet);
 impl<'de> Deserialize<'de> for Net {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        crate::addr::parse_net(&s)
+        crate::model::addr::parse_net(&s)
             .map(Net)
             .map_err(serde::de::Error::custom)
     }
@@ -958,8 +949,8 @@ mod tests {
         assert_eq!(t.get("urg"), None);
         assert_eq!(t.by_metric()[filter_common::flag::SYN_ACK], 7);
         assert!(t.set("new-connections", 9));
-        assert_eq!(t.by_metric()[crate::detect::NEW_CONNECTIONS], 9);
+        assert_eq!(t.by_metric()[crate::model::metric::NEW_CONNECTIONS], 9);
         assert!(t.set("closed_ports", 4));
-        assert_eq!(t.by_metric()[crate::detect::CLOSED_PORTS], 4);
+        assert_eq!(t.by_metric()[crate::model::metric::CLOSED_PORTS], 4);
     }
 }

@@ -15,9 +15,9 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
-    addr::is_host,
-    clock,
     error::{Error, Result},
+    model::addr::is_host,
+    model::clock,
 };
 
 /// Which list an entry goes to.
@@ -89,7 +89,7 @@ impl Maps {
 
     /// Reopens the maps pinned under `dir`.
     pub fn from_pins(dir: &Path) -> Result<Self> {
-        crate::loader::check_bpffs(dir)?;
+        crate::kernel::loader::check_bpffs(dir)?;
         let probe = dir.join(names::CONFIG);
         match std::fs::symlink_metadata(&probe) {
             Ok(_) => {}
@@ -304,8 +304,8 @@ impl Maps {
 
     /// Every tracked source's counters, stamped with the monotonic clock:
     /// what the detectors and `top` compare between two readings.
-    pub fn snapshot(&self) -> Result<crate::detect::Snapshot> {
-        Ok(crate::detect::Snapshot {
+    pub fn snapshot(&self) -> Result<crate::model::snapshot::Snapshot> {
+        Ok(crate::model::snapshot::Snapshot {
             at_ns: clock::monotonic_ns(),
             sources: self.sources()?.into_iter().collect(),
         })
@@ -332,11 +332,13 @@ impl Maps {
         let nr_cpus = aya::util::nr_cpus().ok()?;
         let fd = self.sources.map().fd().as_fd();
         Some(
-            crate::batch::lookup_percpu::<SourceKey, SourceCounters>(fd, nr_cpus).map(|all| {
-                all.into_iter()
-                    .map(|(k, per_cpu)| (k, sum_counters(per_cpu.iter())))
-                    .collect()
-            }),
+            crate::kernel::batch::lookup_percpu::<SourceKey, SourceCounters>(fd, nr_cpus).map(
+                |all| {
+                    all.into_iter()
+                        .map(|(k, per_cpu)| (k, sum_counters(per_cpu.iter())))
+                        .collect()
+                },
+            ),
         )
     }
 
