@@ -331,3 +331,49 @@ fn sigterm_exits_cleanly_and_detach_on_exit_is_honoured() {
     assert_eq!(c.xdp_prog_id(SRV_ATT_IF), None, "detach_on_exit: true");
     assert!(!c.socket.exists(), "socket left behind");
 }
+
+#[test]
+fn silent_and_stuck_clients_never_delay_the_loop_or_another_client() {
+    use std::{io::Write as _, os::unix::net::UnixStream};
+    filter_tests::require_root();
+    let c = Controller::start(INTERVAL);
+    let cycles0 = c.status()["cycles"].as_u64().unwrap();
+    let t0 = Instant::now();
+    // 30 clients that connect and send nothing, all held open...
+    let silent: Vec<UnixStream> = (0..30)
+        .map(|_| UnixStream::connect(&c.socket).unwrap())
+        .collect();
+    // ...one that sends a request and never reads its reply...
+    let mut stuck = UnixStream::connect(&c.socket).unwrap();
+    stuck.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+    // ...and one that connects and says nothing, over and over.
+    let socket = c.socket.clone();
+    let churn = thread::spawn(move || {
+        let mut n = 0;
+        let end = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < end {
+            let s = UnixStream::connect(&socket).unwrap();
+            thread::sleep(Duration::from_millis(5));
+            drop(s);
+            n += 1;
+        }
+        n
+    });
+    // Another client's requests are answered all the while (the CLI gives
+    // up after 5 s; before, 30 silent clients held the loop for 60 s).
+    for _ in 0..8 {
+        let s = c.status();
+        assert!(s["pid"].is_u64(), "{s}");
+        thread::sleep(Duration::from_millis(400));
+    }
+    assert!(churn.join().unwrap() > 100);
+    // Cycles kept their interval.
+    let cycles = c.status()["cycles"].as_u64().unwrap() - cycles0;
+    let expected = (t0.elapsed().as_millis() / 500) as u64;
+    assert!(
+        cycles + 2 >= expected,
+        "{cycles} cycles in {:?} at 500 ms",
+        t0.elapsed()
+    );
+    drop((silent, stuck));
+}

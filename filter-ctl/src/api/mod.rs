@@ -1,4 +1,5 @@
-//! Transports to the service: today the client side of the root-only Unix
-//! socket.
+//! Transports to the service: the root-only Unix socket (`unix`, the
+//! server side; `client`, the CLI's side).
 
 pub mod client;
+pub mod unix;

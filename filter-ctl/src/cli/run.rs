@@ -3,7 +3,14 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::Global;
-use crate::service::controller::{self, RunOptions};
+use crate::{
+    api::unix,
+    policy::Policy,
+    service::controller::{self, RunOptions},
+};
+
+/// Requests waiting for the control loop at most; more wait to be queued.
+const QUEUED_CALLS: usize = 64;
 
 /// Run the controller: attach per the policy, promote offenders, serve the
 /// admin CLI.
@@ -31,9 +38,22 @@ impl Run {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(controller::run(RunOptions {
-            policy_path: self.config,
-            interfaces: self.interfaces,
-        }))
+        rt.block_on(async {
+            let policy = Policy::load(&self.config)?;
+            // The socket first: a second controller must fail before it
+            // touches the maps or the links of the first.
+            let socket = policy.control_socket.clone();
+            let listener = unix::bind(&socket)?;
+            let (calls, rx) = tokio::sync::mpsc::channel(QUEUED_CALLS);
+            let server = tokio::spawn(unix::serve(listener, calls));
+            let opts = RunOptions {
+                policy_path: self.config,
+                interfaces: self.interfaces,
+            };
+            let result = controller::run(opts, policy, rx).await;
+            server.abort();
+            let _ = std::fs::remove_file(&socket);
+            result
+        })
     }
 }

@@ -7,7 +7,7 @@
 
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -16,9 +16,8 @@ use filter_common::list_reason;
 use ipnet::IpNet;
 use serde_json::json;
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
-    net::{UnixListener, UnixStream},
     signal::unix::{signal, SignalKind},
+    sync::{mpsc, oneshot},
 };
 
 use crate::{
@@ -542,65 +541,23 @@ impl Controller {
     }
 }
 
-/// Binds the control socket: parent directory 0700, socket 0600. A stale
-/// socket file (no listener) is replaced; a live one means another
-/// controller runs, which is an error.
-fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt as _;
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!(
-                "another controller is already listening on {}",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+/// An admin request and where its answer goes: what a transport hands the
+/// control loop. The loop answers between cycles and never waits on the
+/// client; the transport owns the connection and its timeouts.
+pub struct Call {
+    pub req: Request,
+    pub reply: oneshot::Sender<Response>,
 }
 
-async fn serve_one(c: &mut Controller, stream: UnixStream) {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let read = tokio::time::timeout(
-        Duration::from_secs(2),
-        BufReader::new(read).read_line(&mut line),
-    )
-    .await;
-    let resp = match read {
-        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
-            Ok(req) => c.handle(req),
-            Err(e) => Response::err(format!("bad request: {e}")),
-        },
-        Ok(Err(e)) => Response::err(format!("reading request: {e}")),
-        Err(_) => Response::err("timed out reading the request"),
-    };
-    let mut out = serde_json::to_string(&resp).expect("responses serialize");
-    out.push('\n');
-    let _ = write.write_all(out.as_bytes()).await;
-}
-
-/// Runs the controller until SIGTERM or SIGINT.
-pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let policy = Policy::load(&opts.policy_path)?;
-    // The socket first: a second controller must fail before it touches
-    // the maps or the links of the first.
-    let socket_path = policy.control_socket.clone();
-    let listener = bind_socket(&socket_path)?;
-    let mut c = match Controller::start_with(opts, policy) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_file(&socket_path);
-            return Err(e);
-        }
-    };
+/// Runs the controller with `policy` (loaded from `opts.policy_path`) until
+/// SIGTERM or SIGINT, answering the calls that arrive on `calls`.
+pub async fn run(
+    opts: RunOptions,
+    policy: Policy,
+    mut calls: mpsc::Receiver<Call>,
+) -> anyhow::Result<()> {
+    let socket = policy.control_socket.clone();
+    let mut c = Controller::start_with(opts, policy)?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -613,7 +570,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         "controller running on {} (interval {}), socket {}",
         c.attached.join(", "),
         c.policy().interval,
-        socket_path.display()
+        socket.display()
     );
     let why = loop {
         tokio::select! {
@@ -622,10 +579,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     log::error!("cycle: {e:#}");
                 }
             }
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    serve_one(&mut c, stream).await;
-                }
+            Some(call) = calls.recv() => {
+                // The client may have gone: its answer is then dropped.
+                let _ = call.reply.send(c.handle(call.req));
             }
             _ = hourly.tick() => c.prune_audit(),
             _ = hup.recv() => {
@@ -643,7 +599,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     };
     c.shutdown(why);
-    let _ = std::fs::remove_file(&socket_path);
     log::info!("controller stopped ({why})");
     Ok(())
 }

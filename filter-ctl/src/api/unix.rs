@@ -1,0 +1,101 @@
+//! The root-only Unix socket the admin CLI talks to: one JSON request and
+//! one JSON response per connection. Every connection is its own task with
+//! a bounded, timed read and a timed write, so a slow, stuck or hostile
+//! local client never delays the control loop or another client: the loop
+//! only ever sees a complete request on its channel.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{bail, Context as _};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+use crate::service::{
+    controller::Call,
+    ops::{Request, Response},
+};
+
+/// How long a client may take to send its request, and to take its answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an answer may take (a reload re-attaches interfaces).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest request line accepted.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// Binds the control socket: parent directory 0700, socket 0600. A stale
+/// socket file (no listener) is replaced; a live one means another
+/// controller runs, which is an error.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "another controller is already listening on {}",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Accepts connections until the task is dropped, each on its own task.
+pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, calls.clone()));
+            }
+            Err(e) => {
+                log::warn!("control socket: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One connection: read the request (bounded, timed), hand it to the loop,
+/// write the answer (timed). Whatever the client does, the task ends.
+async fn connection(stream: UnixStream, calls: mpsc::Sender<Call>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    let read = tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line)).await;
+    let resp = match read {
+        Ok(Ok(_)) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST => {
+            Response::err(format!("request longer than {MAX_REQUEST} bytes"))
+        }
+        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            Ok(req) => ask(&calls, req).await,
+            Err(e) => Response::err(format!("bad request: {e}")),
+        },
+        Ok(Err(e)) => Response::err(format!("reading request: {e}")),
+        Err(_) => Response::err("timed out reading the request"),
+    };
+    let mut out = serde_json::to_string(&resp).expect("responses serialize");
+    out.push('\n');
+    let _ = tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(out.as_bytes())).await;
+}
+
+/// Hands a request to the control loop and waits for its answer.
+async fn ask(calls: &mpsc::Sender<Call>, req: Request) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if calls.send(Call { req, reply }).await.is_err() {
+        return Response::err("the controller is stopping");
+    }
+    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(_)) => Response::err("the controller is stopping"),
+        Err(_) => Response::err("the controller did not answer in time"),
+    }
+}
