@@ -32,6 +32,17 @@ fn help_reference() -> String {
             "\n### filter-ctl {name}\n\n```text\n{}```\n",
             sub.render_long_help()
         ));
+        // Nested verbs (`set threshold`, `policy check`) too.
+        for inner in sub.get_subcommands_mut() {
+            if inner.get_name() == "help" {
+                continue;
+            }
+            let inner_name = inner.get_name().to_owned();
+            out.push_str(&format!(
+                "\n#### filter-ctl {name} {inner_name}\n\n```text\n{}```\n",
+                inner.render_long_help()
+            ));
+        }
     }
     out
 }
@@ -177,6 +188,25 @@ fn bad_arguments_are_rejected_before_anything_is_opened() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("examples: 90s, 10m, 1h, 2d"));
     assert_eq!(ctl(nowhere, &["frobnicate"]).status.code(), Some(2));
+    // A misspelt threshold is refused by the parser, before any socket is
+    // tried (here: none exists), naming the valid ones.
+    for args in [
+        &["set", "threshold", "sny", "5"][..],
+        &["get", "threshold", "sny"][..],
+    ] {
+        let out = Command::new(BIN)
+            .args(["--socket", "/nonexistent/ctl.sock"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("invalid value 'sny'") && err.contains("syn_ack"),
+            "{err}"
+        );
+        assert!(!err.contains("no controller"), "{err}");
+    }
 }
 
 static N: AtomicU32 = AtomicU32::new(0);

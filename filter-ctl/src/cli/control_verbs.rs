@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::{print_json, Global};
 use crate::{
     api::client::{call, CallError},
+    model::metric::Metric,
     service::ops::{Request, Response},
 };
 
@@ -134,12 +135,11 @@ enum SetWhat {
     ///
     /// Example: filter-ctl set threshold syn 500
     Threshold {
-        /// syn, syn_ack, ack, rst, fin, unparsed, new_connections,
-        /// empty_connections, closed_ports, idle_connections,
-        /// concurrent_connections or slow_connections (see
-        /// docs/detection.md).
-        name: String,
-        /// Packets per second, or `policy`.
+        /// Which threshold (see docs/detection.md).
+        #[arg(value_enum)]
+        name: Metric,
+        /// Per second (a count for the *_connections gauges), 0 = off, or
+        /// `policy`.
         value: String,
     },
 }
@@ -180,7 +180,8 @@ enum GetWhat {
     /// Example: filter-ctl get threshold syn --json
     Threshold {
         /// Only this one.
-        name: Option<String>,
+        #[arg(value_enum)]
+        name: Option<Metric>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -192,15 +193,8 @@ impl Get {
         let GetWhat::Threshold { name, json } = self.what;
         let all = request(g, &Request::GetThresholds)?;
         let mut rows: Vec<Value> = all.as_array().cloned().unwrap_or_default();
-        if let Some(n) = name {
-            let n = n.replace('-', "_");
-            rows.retain(|r| r["name"] == n.as_str());
-            if rows.is_empty() {
-                anyhow::bail!(
-                    "unknown threshold '{n}' (one of: {})",
-                    crate::detect::METRICS.join(", ")
-                );
-            }
+        if let Some(m) = name {
+            rows.retain(|r| r["name"] == m.name());
         }
         if json {
             return print_json(&rows);

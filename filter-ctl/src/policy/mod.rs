@@ -15,7 +15,7 @@ mod attach;
 
 pub use attach::{AttachMode, DEFAULT_PIN_DIR};
 
-use crate::model::metric::{METRICS, METRIC_COUNT};
+use crate::model::metric::{Metric, METRIC_COUNT};
 
 /// The whole policy. Every field has a default (see [`DEFAULT_POLICY`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,41 +79,33 @@ pub struct Thresholds {
 }
 
 impl Thresholds {
-    pub const NAMES: [&'static str; METRIC_COUNT] = METRICS;
-
-    fn slot(&mut self, name: &str) -> Option<&mut u64> {
-        Some(match name {
-            "syn" => &mut self.syn,
-            "syn_ack" | "syn-ack" => &mut self.syn_ack,
-            "ack" => &mut self.ack,
-            "rst" => &mut self.rst,
-            "fin" => &mut self.fin,
-            "unparsed" => &mut self.unparsed,
-            "new_connections" | "new-connections" => &mut self.new_connections,
-            "empty_connections" | "empty-connections" => &mut self.empty_connections,
-            "closed_ports" | "closed-ports" => &mut self.closed_ports,
-            "idle_connections" | "idle-connections" => &mut self.idle_connections,
-            "concurrent_connections" | "concurrent-connections" => &mut self.concurrent_connections,
-            _ => return None,
-        })
-    }
-
-    pub fn get(&self, name: &str) -> Option<u64> {
-        let mut copy = *self;
-        copy.slot(name).copied()
-    }
-
-    pub fn set(&mut self, name: &str, value: u64) -> bool {
-        match self.slot(name) {
-            Some(slot) => {
-                *slot = value;
-                true
-            }
-            None => false,
+    fn slot(&mut self, m: Metric) -> &mut u64 {
+        match m {
+            Metric::Syn => &mut self.syn,
+            Metric::SynAck => &mut self.syn_ack,
+            Metric::Ack => &mut self.ack,
+            Metric::Rst => &mut self.rst,
+            Metric::Fin => &mut self.fin,
+            Metric::Unparsed => &mut self.unparsed,
+            Metric::NewConnections => &mut self.new_connections,
+            Metric::EmptyConnections => &mut self.empty_connections,
+            Metric::ClosedPorts => &mut self.closed_ports,
+            Metric::IdleConnections => &mut self.idle_connections,
+            Metric::ConcurrentConnections => &mut self.concurrent_connections,
+            Metric::SlowConnections => &mut self.slow_connections,
         }
     }
 
-    /// Indexed like [`METRICS`].
+    pub fn get(&self, m: Metric) -> u64 {
+        let mut copy = *self;
+        *copy.slot(m)
+    }
+
+    pub fn set(&mut self, m: Metric, value: u64) {
+        *self.slot(m) = value;
+    }
+
+    /// Indexed like [`Metric::index`].
     pub fn by_metric(&self) -> [u64; METRIC_COUNT] {
         [
             self.syn,
@@ -941,16 +933,20 @@ mod tests {
     }
 
     #[test]
-    fn threshold_names() {
+    fn thresholds_by_metric() {
         let mut t = Thresholds::default();
-        assert!(t.set("syn-ack", 7));
-        assert_eq!(t.get("syn_ack"), Some(7));
-        assert!(!t.set("urg", 1));
-        assert_eq!(t.get("urg"), None);
+        t.set(Metric::SynAck, 7);
+        assert_eq!(t.get(Metric::SynAck), 7);
         assert_eq!(t.by_metric()[filter_common::flag::SYN_ACK], 7);
-        assert!(t.set("new-connections", 9));
-        assert_eq!(t.by_metric()[crate::model::metric::NEW_CONNECTIONS], 9);
-        assert!(t.set("closed_ports", 4));
-        assert_eq!(t.by_metric()[crate::model::metric::CLOSED_PORTS], 4);
+        for m in Metric::ALL {
+            t.set(m, 1000 + m.index() as u64);
+        }
+        let all = t.by_metric();
+        for m in Metric::ALL {
+            assert_eq!(
+                (t.get(m), all[m.index()]),
+                (1000 + m.index() as u64, t.get(m))
+            );
+        }
     }
 }

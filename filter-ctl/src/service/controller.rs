@@ -26,6 +26,7 @@ use crate::{
     kernel::maps::{new_entry, scope_text, ListKind, Maps},
     model::addr::{parse_net, source_net},
     model::clock,
+    model::metric::Metric,
     policy::{Policy, Thresholds},
     service::audit::AuditLog,
     service::ops::{Request, Response},
@@ -407,22 +408,16 @@ impl Controller {
             Request::Status => Ok(self.status()?),
             Request::GetThresholds => Ok(self.thresholds_json()),
             Request::SetThreshold { name, value } => {
-                let name = name.replace('-', "_");
-                let Some(old) = self.thresholds().get(&name) else {
-                    bail!(
-                        "unknown threshold '{name}' (one of: {})",
-                        Thresholds::NAMES.join(", ")
-                    );
-                };
+                let old = self.thresholds().get(name);
                 match value {
-                    Some(v) => self.state.threshold_overrides.insert(name.clone(), v),
+                    Some(v) => self.state.threshold_overrides.insert(name, v),
                     None => self.state.threshold_overrides.remove(&name),
                 };
                 self.save_state();
                 // The kernel counts scans against closed_ports itself.
                 self.maps
                     .set_config(&self.policy.kernel_config(&self.thresholds()))?;
-                let new = self.thresholds().get(&name).unwrap_or(old);
+                let new = self.thresholds().get(name);
                 self.audit.record(
                     "set_threshold",
                     json!({"name": name, "old": old, "new": new, "override": value.is_some()}),
@@ -491,14 +486,14 @@ impl Controller {
     fn thresholds_json(&self) -> serde_json::Value {
         let t = self.thresholds();
         let p = self.policy.thresholds;
-        let rows: Vec<serde_json::Value> = Thresholds::NAMES
+        let rows: Vec<serde_json::Value> = Metric::ALL
             .iter()
-            .map(|n| {
+            .map(|&m| {
                 json!({
-                    "name": n,
-                    "value": t.get(n),
-                    "policy": p.get(n),
-                    "overridden": self.state.threshold_overrides.contains_key(*n),
+                    "name": m,
+                    "value": t.get(m),
+                    "policy": p.get(m),
+                    "overridden": self.state.threshold_overrides.contains_key(&m),
                 })
             })
             .collect();

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::metric::Metric;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
@@ -11,7 +13,7 @@ pub enum Request {
     GetThresholds,
     /// `value: None` drops the override (back to the policy's value).
     SetThreshold {
-        name: String,
+        name: Metric,
         value: Option<u64>,
     },
     Reload,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     detect::Offenders,
+    model::metric::Metric,
     policy::{Policy, Thresholds},
 };
 
@@ -17,7 +18,7 @@ const FILE: &str = "state.json";
 #[serde(default)]
 pub struct State {
     /// Thresholds set with `filter-ctl set threshold`, over the policy's.
-    pub threshold_overrides: BTreeMap<String, u64>,
+    pub threshold_overrides: BTreeMap<Metric, u64>,
     pub offenders: Offenders,
 }
 
@@ -50,8 +51,8 @@ impl State {
     /// The policy's thresholds with the overrides applied.
     pub fn thresholds(&self, policy: &Policy) -> Thresholds {
         let mut t = policy.thresholds;
-        for (name, value) in &self.threshold_overrides {
-            t.set(name, *value);
+        for (&metric, &value) in &self.threshold_overrides {
+            t.set(metric, value);
         }
         t
     }
@@ -66,7 +67,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("filter-state-test-{}", std::process::id()));
         assert_eq!(State::load(&dir).unwrap(), State::default());
         let mut s = State::default();
-        s.threshold_overrides.insert("syn".into(), 50);
+        s.threshold_overrides.insert(Metric::Syn, 50);
         s.offenders
             .0
             .insert("192.0.2.1/32".into(), Default::default());
