@@ -424,30 +424,6 @@ pub struct Sketch {
     pub slots: [u32; SKETCH_ROWS * SKETCH_COLS],
 }
 
-/// Settings of the attack generator (`filter-ebpf/src/bin/flood.rs`), a
-/// test tool: it rewrites a template IPv4/TCP frame and sends it back out.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FloodConfig {
-    /// Source address, host byte order; bits set in `src_random_mask` are
-    /// replaced by random bits in every frame (0: a fixed source).
-    pub src_base: u32,
-    pub src_random_mask: u32,
-    /// Non-zero: a random source port (1024-65535) and sequence per frame.
-    pub randomize_ports: u32,
-    /// Non-zero: a random destination port (1-65535) per frame.
-    pub randomize_dport: u32,
-    /// Length of the template frame (Ethernet + IPv4 + TCP bytes), at most
-    /// [`FLOOD_MAX_FRAME`].
-    pub frame_len: u32,
-    /// Non-zero: the frame holds a whole TCP segment whose checksum is
-    /// recomputed; zero for a fragment (no checksum to fix).
-    pub tcp_checksum: u32,
-}
-
-/// Longest template frame the generator rewrites.
-pub const FLOOD_MAX_FRAME: u32 = 14 + 20 + 40;
-
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -460,7 +436,6 @@ mod pod {
     unsafe impl aya::Pod for Sketch {}
     unsafe impl aya::Pod for Bucket {}
     unsafe impl aya::Pod for RateLimit {}
-    unsafe impl aya::Pod for FloodConfig {}
 }
 
 #[cfg(test)]

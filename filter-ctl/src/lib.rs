@@ -15,8 +15,3 @@ pub mod service;
 
 /// The XDP object built by `build.rs`.
 pub static FILTER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filter"));
-/// The attack generator used by the test rig (not loaded by the filter).
-pub static FLOOD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flood"));
-/// A bare `XDP_DROP` program, the benchmark baseline.
-pub static BARE_DROP_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bare-drop"));

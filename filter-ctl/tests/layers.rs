@@ -15,8 +15,6 @@ const FLOORS: &[(&str, u8)] = &[
     ("model", 0),
     ("error", 0),
     ("FILTER_OBJECT", 0),
-    ("FLOOD_OBJECT", 0),
-    ("BARE_DROP_OBJECT", 0),
     ("policy", 1),
     ("kernel", 2),
     ("detect", 3),

@@ -24,13 +24,13 @@ use filter_ctl::{
     kernel::loader,
     kernel::maps::{new_entry, ListKind, Maps},
     model::addr::parse_net,
-    BARE_DROP_OBJECT,
 };
 use filter_tests::{
     netns::BpfFs,
     packet::{Packet, ACK, PSH, SYN},
     require_root,
     sockets::{namespace, Connection},
+    BARE_DROP_OBJECT,
 };
 
 const REPEAT: u32 = 2_000_000;

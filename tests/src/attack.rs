@@ -17,7 +17,7 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
     Ebpf,
 };
-use filter_common::FloodConfig;
+use filter_test_common::FloodConfig;
 use ipnet::Ipv4Net;
 
 /// Longest flood allowed, whatever is asked.
@@ -137,7 +137,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
         return churn(spec, duration, count);
     }
     let ifindex = filter_ctl::kernel::loader::if_index(&spec.iface)?;
-    let mut ebpf = Ebpf::load(filter_ctl::FLOOD_OBJECT)?;
+    let mut ebpf = Ebpf::load(crate::FLOOD_OBJECT)?;
     let frame = template(spec);
     let cfg = FloodConfig {
         src_base: u32::from(spec.src.addr()),

@@ -32,6 +32,12 @@ pub fn pin_to_cpu(cpu: usize) {
         );
     }
 }
+/// The attack generator (`tests/ebpf/src/flood.rs`), built by `build.rs`.
+pub static FLOOD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flood"));
+/// A bare `XDP_DROP` program, the benchmark's baseline.
+pub static BARE_DROP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bare-drop"));
+
 pub mod attack;
 pub mod controller;
 pub mod kernel;

@@ -12,7 +12,7 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_get_prandom_u32, macros::map, macros::xdp, maps::Array,
     programs::XdpContext,
 };
-use filter_common::{FloodConfig, FLOOD_MAX_FRAME};
+use filter_test_common::{FloodConfig, FLOOD_MAX_FRAME};
 
 /// Written by the generator's userspace before the run.
 #[map]
