@@ -4,40 +4,72 @@
 //! `bool`/`Option`, so both sides agree on the layout byte for byte.
 #![no_std]
 
-/// Names of the maps, as the kernel and the pin directory know them (the
-/// kernel keeps 15 characters of a map name).
-pub mod map_names {
+/// A map of the program, as the kernel and the pin directory know it: the
+/// name of its `#[map]` static (the kernel keeps 15 characters) and its key
+/// and value sizes. The catalogue below is the one place these are written:
+/// the loader checks pins against it, and a kernel-tier test checks it
+/// against the compiled object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapDef {
+    pub name: &'static str,
+    pub key_size: u32,
+    pub value_size: u32,
+}
+
+impl MapDef {
+    const fn new<K, V>(name: &'static str) -> MapDef {
+        MapDef {
+            name,
+            key_size: core::mem::size_of::<K>() as u32,
+            value_size: core::mem::size_of::<V>() as u32,
+        }
+    }
+
+    /// An LPM trie: its key is a 4-byte prefix length, then the address.
+    const fn lpm<K, V>(name: &'static str) -> MapDef {
+        MapDef {
+            name,
+            key_size: 4 + core::mem::size_of::<K>() as u32,
+            value_size: core::mem::size_of::<V>() as u32,
+        }
+    }
+}
+
+/// The map catalogue: every map the filter program owns.
+pub mod maps {
+    use super::*;
+
     /// `Array<Config>`, one slot: run-time knobs of the data path.
-    pub const CONFIG: &str = "CONFIG";
-    /// `PerCpuArray<StatValue>` indexed by [`super::Reason`].
-    pub const STATS: &str = "STATS";
+    pub const CONFIG: MapDef = MapDef::new::<u32, Config>("CONFIG");
+    /// `PerCpuArray<StatValue>` indexed by [`Reason`].
+    pub const STATS: MapDef = MapDef::new::<u32, StatValue>("STATS");
     /// `LruPerCpuHashMap<SourceKey, SourceCounters>`: tracked sources.
-    pub const SOURCES: &str = "SOURCES";
+    pub const SOURCES: MapDef = MapDef::new::<SourceKey, SourceCounters>("SOURCES");
     /// `PerCpuArray<Sketch>`, one slot: count-min sketch gating `SOURCES`.
-    pub const SKETCH: &str = "SKETCH";
+    pub const SKETCH: MapDef = MapDef::new::<u32, Sketch>("SKETCH");
     /// `PerCpuArray<SourceCounters>`, one slot: staging for new entries.
-    pub const SCRATCH: &str = "SCRATCH";
+    pub const SCRATCH: MapDef = MapDef::new::<u32, SourceCounters>("SCRATCH");
     /// `PerCpuArray<u64>`, one slot the data path passes values through to
     /// keep verification bounded.
-    pub const FORGET: &str = "FORGET";
-    /// `Array<u64>`: bitmaps of the host's open ports (TCP, then UDP), read
-    /// when the policy lists them (see [`super::port_mode`]).
-    pub const PORTS: &str = "PORTS";
+    pub const FORGET: MapDef = MapDef::new::<u32, u64>("FORGET");
+    /// `Array<u64>`: bitmaps of the host's open ports, read when the policy
+    /// lists them (see [`port_mode`]).
+    pub const PORTS: MapDef = MapDef::new::<u32, u64>("PORTS");
     /// `LpmTrie<[u8; 4], ListEntry>`: IPv4 allowlist.
-    pub const ALLOW_V4: &str = "ALLOW_V4";
+    pub const ALLOW_V4: MapDef = MapDef::lpm::<[u8; 4], ListEntry>("ALLOW_V4");
     /// `LpmTrie<[u8; 16], ListEntry>`: IPv6 allowlist.
-    pub const ALLOW_V6: &str = "ALLOW_V6";
+    pub const ALLOW_V6: MapDef = MapDef::lpm::<[u8; 16], ListEntry>("ALLOW_V6");
     /// `HashMap<[u8; 4], ListEntry>`: exact IPv4 blocks (/32).
-    pub const BLOCK_V4: &str = "BLOCK_V4";
+    pub const BLOCK_V4: MapDef = MapDef::new::<[u8; 4], ListEntry>("BLOCK_V4");
     /// `HashMap<[u8; 16], ListEntry>`: exact IPv6 blocks (/128).
-    pub const BLOCK_V6: &str = "BLOCK_V6";
+    pub const BLOCK_V6: MapDef = MapDef::new::<[u8; 16], ListEntry>("BLOCK_V6");
     /// `LpmTrie<[u8; 4], ListEntry>`: IPv4 CIDR blocks.
-    pub const BLOCK_NET_V4: &str = "BLOCK_NET_V4";
+    pub const BLOCK_NET_V4: MapDef = MapDef::lpm::<[u8; 4], ListEntry>("BLOCK_NET_V4");
     /// `LpmTrie<[u8; 16], ListEntry>`: IPv6 CIDR blocks (including /64 sources).
-    pub const BLOCK_NET_V6: &str = "BLOCK_NET_V6";
+    pub const BLOCK_NET_V6: MapDef = MapDef::lpm::<[u8; 16], ListEntry>("BLOCK_NET_V6");
 
     /// Every map the program owns, in a stable order (pinning, inspection).
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [MapDef; 13] = [
         CONFIG,
         STATS,
         SOURCES,

@@ -666,3 +666,35 @@ fn batched_reads_of_sources_equal_one_by_one_reads() {
     let total: u64 = batched.iter().map(|(_, c)| c.packets).sum();
     assert_eq!(total, (0..3000u64).map(|i| 1 + i % 3).sum::<u64>() + 1);
 }
+
+#[test]
+fn the_map_catalogue_is_the_compiled_objects() {
+    require_root();
+    let fs = filter_tests::netns::BpfFs::new();
+    let dir = fs.path("filter");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ebpf = loader::load(Some(&dir)).expect("load with pins");
+    // The same names: a #[map] static renamed, added or removed without the
+    // catalogue (or the other way round) fails here, not on a host.
+    let mut compiled: Vec<&str> = ebpf
+        .maps()
+        .map(|(name, _)| name)
+        .filter(|n| !n.starts_with('.')) // .rodata and friends: globals
+        .collect();
+    compiled.sort_unstable();
+    let mut listed: Vec<&str> = filter_common::maps::ALL.iter().map(|m| m.name).collect();
+    listed.sort_unstable();
+    assert_eq!(compiled, listed);
+    // The same layouts, as the kernel created them.
+    for def in filter_common::maps::ALL {
+        let info = aya::maps::MapData::from_pin(dir.join(def.name))
+            .and_then(|m| m.info())
+            .unwrap_or_else(|e| panic!("{}: {e}", def.name));
+        assert_eq!(
+            (info.key_size(), info.value_size()),
+            (def.key_size, def.value_size),
+            "{}",
+            def.name
+        );
+    }
+}

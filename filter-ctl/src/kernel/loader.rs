@@ -2,7 +2,7 @@
 //! taking it down again.
 //!
 //! Pin layout under the pin directory (default `/sys/fs/bpf/filter`):
-//! one file per map (named as in `filter_common::map_names`) and one
+//! one file per map (named as in the catalogue, `filter_common::maps`) and one
 //! `link_<iface>` per attached interface. The pinned link keeps the program
 //! attached after `filter-ctl` exits; the pinned maps keep every entry and
 //! counter, and a later load reuses them.
@@ -17,7 +17,7 @@ use aya::{
     programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use filter_common::{map_names, Config, PROGRAM_NAME};
+use filter_common::{maps as catalog, Config, PROGRAM_NAME};
 
 use crate::{
     error::{Error, Result},
@@ -110,33 +110,12 @@ pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
     load_with(pin_dir, &Capacities::default())
 }
 
-/// Key and value sizes this build gives each map.
-fn layout(name: &str) -> (u32, u32) {
-    use filter_common::{Config, ListEntry, Sketch, SourceCounters, SourceKey, StatValue};
-    use std::mem::size_of;
-    let sz = |n: usize| n as u32;
-    let entry = sz(size_of::<ListEntry>());
-    match name {
-        map_names::CONFIG => (4, sz(size_of::<Config>())),
-        map_names::STATS => (4, sz(size_of::<StatValue>())),
-        map_names::SOURCES => (sz(size_of::<SourceKey>()), sz(size_of::<SourceCounters>())),
-        map_names::SKETCH => (4, sz(size_of::<Sketch>())),
-        map_names::SCRATCH => (4, sz(size_of::<SourceCounters>())),
-        map_names::PORTS | map_names::FORGET => (4, 8),
-        // LPM keys: a 4-byte prefix length, then the address.
-        map_names::ALLOW_V4 | map_names::BLOCK_NET_V4 => (8, entry),
-        map_names::ALLOW_V6 | map_names::BLOCK_NET_V6 => (20, entry),
-        map_names::BLOCK_V4 => (4, entry),
-        map_names::BLOCK_V6 => (16, entry),
-        other => unreachable!("unknown map {other}"),
-    }
-}
-
 /// Fails if a map pinned under `dir` has another layout than this build's
 /// (state left by another version): re-adopting it would be refused by the
 /// verifier at best and misread at worst.
 pub fn check_pinned_layouts(dir: &Path) -> Result<()> {
-    for name in map_names::ALL {
+    for def in catalog::ALL {
+        let name = def.name;
         let path = dir.join(name);
         if !path.exists() {
             continue;
@@ -149,7 +128,7 @@ pub fn check_pinned_layouts(dir: &Path) -> Result<()> {
                 error: Box::new(error),
             })?;
         let found = (info.key_size(), info.value_size());
-        let expected = layout(name);
+        let expected = (def.key_size, def.value_size);
         if found != expected {
             return Err(Error::IncompatiblePin {
                 name: name.to_owned(),
@@ -169,13 +148,13 @@ pub fn load_with(pin_dir: Option<&Path>, caps: &Capacities) -> Result<Ebpf> {
     }
     let mut loader = EbpfLoader::new();
     loader
-        .map_max_entries(map_names::SOURCES, caps.sources)
-        .map_max_entries(map_names::ALLOW_V4, caps.allow)
-        .map_max_entries(map_names::ALLOW_V6, caps.allow)
-        .map_max_entries(map_names::BLOCK_V4, caps.block_exact)
-        .map_max_entries(map_names::BLOCK_V6, caps.block_exact)
-        .map_max_entries(map_names::BLOCK_NET_V4, caps.block_net)
-        .map_max_entries(map_names::BLOCK_NET_V6, caps.block_net);
+        .map_max_entries(catalog::SOURCES.name, caps.sources)
+        .map_max_entries(catalog::ALLOW_V4.name, caps.allow)
+        .map_max_entries(catalog::ALLOW_V6.name, caps.allow)
+        .map_max_entries(catalog::BLOCK_V4.name, caps.block_exact)
+        .map_max_entries(catalog::BLOCK_V6.name, caps.block_exact)
+        .map_max_entries(catalog::BLOCK_NET_V4.name, caps.block_net)
+        .map_max_entries(catalog::BLOCK_NET_V6.name, caps.block_net);
     // Where the kernel keeps a connection's sequence and byte counts: the
     // data path reads them at a connection's close (empty connections).
     let tcp = crate::kernel::btf::TcpSockOffsets::from_kernel();
@@ -184,7 +163,12 @@ pub fn load_with(pin_dir: Option<&Path>, caps: &Capacities) -> Result<Ebpf> {
         .override_global("TCP_SOCK_BYTES_RECEIVED", &tcp.bytes_received, true)
         .override_global("TCP_REQ_RCV_ISN", &tcp.req_rcv_isn, true);
     let paths: Vec<(&str, PathBuf)> = pin_dir
-        .map(|d| map_names::ALL.iter().map(|n| (*n, d.join(n))).collect())
+        .map(|d| {
+            catalog::ALL
+                .iter()
+                .map(|m| (m.name, d.join(m.name)))
+                .collect()
+        })
         .unwrap_or_default();
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
@@ -339,8 +323,8 @@ pub fn detach(iface: &str, pin_dir: &Path, purge: bool) -> Result<()> {
 
 /// Removes the map pins and the directory (if empty afterwards).
 pub fn purge_maps(pin_dir: &Path) -> Result<()> {
-    for name in map_names::ALL {
-        let path = pin_dir.join(name);
+    for def in catalog::ALL {
+        let path = pin_dir.join(def.name);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -8,8 +8,7 @@ use aya::{
     Ebpf,
 };
 use filter_common::{
-    map_names as names, Config, ListEntry, Reason, SourceCounters, SourceKey, StatValue,
-    LIST_NOTE_LEN,
+    maps as catalog, Config, ListEntry, Reason, SourceCounters, SourceKey, StatValue, LIST_NOTE_LEN,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -90,7 +89,7 @@ impl Maps {
     /// Reopens the maps pinned under `dir`.
     pub fn from_pins(dir: &Path) -> Result<Self> {
         crate::kernel::loader::check_bpffs(dir)?;
-        let probe = dir.join(names::CONFIG);
+        let probe = dir.join(catalog::CONFIG.name);
         match std::fs::symlink_metadata(&probe) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -122,16 +121,16 @@ impl Maps {
             }};
         }
         Ok(Maps {
-            config: typed!(names::CONFIG),
-            ports: typed!(names::PORTS),
-            stats: typed!(names::STATS),
-            sources: typed!(names::SOURCES),
-            allow_v4: typed!(names::ALLOW_V4),
-            allow_v6: typed!(names::ALLOW_V6),
-            block_v4: typed!(names::BLOCK_V4),
-            block_v6: typed!(names::BLOCK_V6),
-            block_net_v4: typed!(names::BLOCK_NET_V4),
-            block_net_v6: typed!(names::BLOCK_NET_V6),
+            config: typed!(catalog::CONFIG.name),
+            ports: typed!(catalog::PORTS.name),
+            stats: typed!(catalog::STATS.name),
+            sources: typed!(catalog::SOURCES.name),
+            allow_v4: typed!(catalog::ALLOW_V4.name),
+            allow_v6: typed!(catalog::ALLOW_V6.name),
+            block_v4: typed!(catalog::BLOCK_V4.name),
+            block_v6: typed!(catalog::BLOCK_V6.name),
+            block_net_v4: typed!(catalog::BLOCK_NET_V4.name),
+            block_net_v6: typed!(catalog::BLOCK_NET_V6.name),
         })
     }
 
