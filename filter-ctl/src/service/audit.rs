@@ -11,7 +11,93 @@ use std::{
     time::SystemTime,
 };
 
+use ipnet::IpNet;
+use serde::Serialize;
 use serde_json::{Map, Value};
+
+use crate::{kernel::maps::ListKind, model::metric::Metric};
+
+/// Everything the audit log records, one variant per event: the only
+/// vocabulary of the log (and later of the webhook and the metrics).
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AuditEvent {
+    Start {
+        policy: PathBuf,
+        interfaces: Vec<String>,
+        /// Interfaces whose pinned link was re-used.
+        readopted: Vec<String>,
+        pid: u32,
+    },
+    Stop {
+        signal: String,
+        detached: bool,
+    },
+    Promote {
+        source: IpNet,
+        /// `syn_flood`, `port_scan`, `idle_connections`, ...
+        reason: String,
+        /// `block` or `restrict`.
+        action: &'static str,
+        /// `all`, or the restricted classes.
+        scope: String,
+        rate: f64,
+        threshold: u64,
+        ttl_s: u64,
+        offense: u32,
+    },
+    /// A block covering a restriction was added; the restriction went.
+    RestrictionLifted {
+        net: IpNet,
+        scope: String,
+        inside: IpNet,
+    },
+    Expire {
+        list: ListKind,
+        net: IpNet,
+        reason: &'static str,
+        note: String,
+    },
+    AdminBlock {
+        net: IpNet,
+        ttl_s: Option<u64>,
+        reason: String,
+    },
+    AdminAllow {
+        net: IpNet,
+        ttl_s: Option<u64>,
+        reason: String,
+    },
+    AdminUnblock {
+        net: IpNet,
+    },
+    AdminDisallow {
+        net: IpNet,
+    },
+    SetThreshold {
+        name: Metric,
+        old: u64,
+        new: u64,
+        /// An override was set (false: back to the policy's value).
+        #[serde(rename = "override")]
+        overridden: bool,
+    },
+    Reload {
+        policy: PathBuf,
+        interfaces: Vec<String>,
+    },
+    ReloadRejected {
+        error: String,
+    },
+    AuditPruned {
+        lines: usize,
+        retention: String,
+    },
+    /// Written as the last line of the old file.
+    AuditMoved {
+        to: PathBuf,
+    },
+}
 
 pub struct AuditLog {
     path: PathBuf,
@@ -86,8 +172,8 @@ impl AuditLog {
         Ok(dropped)
     }
 
-    /// Appends `{"ts": ..., "event": event, ...fields}`.
-    pub fn record(&mut self, event: &str, fields: Value) {
+    /// Appends `{"ts": ..., "event": ..., ...its fields}`.
+    pub fn record(&mut self, event: &AuditEvent) {
         let mut obj = Map::new();
         obj.insert(
             "ts".into(),
@@ -95,9 +181,8 @@ impl AuditLog {
                 .to_string()
                 .into(),
         );
-        obj.insert("event".into(), event.into());
-        if let Value::Object(extra) = fields {
-            obj.extend(extra);
+        if let Ok(Value::Object(fields)) = serde_json::to_value(event) {
+            obj.extend(fields);
         }
         let mut line = Value::Object(obj).to_string();
         line.push('\n');
@@ -145,7 +230,10 @@ mod tests {
         assert_eq!(log.prune(180 * day, now).unwrap(), 1);
         assert_eq!(log.prune(180 * day, now).unwrap(), 0);
         // Writing goes on into the pruned file.
-        log.record("stop", Value::Null);
+        log.record(&AuditEvent::Stop {
+            signal: "SIGTERM".into(),
+            detached: false,
+        });
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
@@ -164,24 +252,35 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("filter-audit-test-{}", std::process::id()));
         let path = dir.join("sub/audit.jsonl");
         let mut log = AuditLog::open(&path).unwrap();
-        log.record(
-            "promote",
-            serde_json::json!({"source": "192.0.2.1/32", "rate": 512.0}),
-        );
-        log.record("stop", serde_json::json!({}));
+        log.record(&AuditEvent::AdminBlock {
+            net: "192.0.2.1/32".parse().unwrap(),
+            ttl_s: Some(60),
+            reason: "ticket 1".into(),
+        });
+        log.record(&AuditEvent::Stop {
+            signal: "SIGTERM".into(),
+            detached: false,
+        });
         drop(log);
         // Reopening appends.
-        AuditLog::open(&path).unwrap().record("start", Value::Null);
+        AuditLog::open(&path)
+            .unwrap()
+            .record(&AuditEvent::ReloadRejected { error: "x".into() });
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0]["event"], "promote");
-        assert_eq!(lines[0]["source"], "192.0.2.1/32");
+        assert_eq!(lines[0]["event"], "admin_block");
+        assert_eq!(lines[0]["net"], "192.0.2.1/32");
+        assert_eq!(lines[0]["ttl_s"], 60);
         assert!(lines[0]["ts"].as_str().unwrap().ends_with('Z'));
-        assert_eq!(lines[2]["event"], "start");
+        assert_eq!(
+            (lines[1]["event"].as_str(), lines[1]["detached"].as_bool()),
+            (Some("stop"), Some(false))
+        );
+        assert_eq!(lines[2]["event"], "reload_rejected");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -28,7 +28,7 @@ use crate::{
     model::clock,
     model::metric::Metric,
     policy::{Policy, Thresholds},
-    service::audit::AuditLog,
+    service::audit::{AuditEvent, AuditLog},
     service::ops::{Request, Response},
     service::state::State,
 };
@@ -124,15 +124,12 @@ impl Controller {
         c.sync_policy_lists()?;
         c.prune_audit();
         c.prev = c.maps.snapshot()?;
-        c.audit.record(
-            "start",
-            json!({
-                "policy": c.opts.policy_path,
-                "interfaces": c.attached,
-                "readopted": adopted,
-                "pid": std::process::id(),
-            }),
-        );
+        c.audit.record(&AuditEvent::Start {
+            policy: c.opts.policy_path.clone(),
+            interfaces: c.attached.clone(),
+            readopted: adopted,
+            pid: std::process::id(),
+        });
         Ok(c)
     }
 
@@ -216,19 +213,16 @@ impl Controller {
                 self.maps.insert(ListKind::Block, net, &entry)?;
                 self.promotions += 1;
                 let action = if scope == 0 { "block" } else { "restrict" };
-                self.audit.record(
-                    "promote",
-                    json!({
-                        "source": net.to_string(),
-                        "reason": d.reason(),
-                        "action": action,
-                        "scope": scope_text(scope),
-                        "rate": (d.rate * 10.0).round() / 10.0,
-                        "threshold": d.threshold,
-                        "ttl_s": ttl.as_secs(),
-                        "offense": offense,
-                    }),
-                );
+                self.audit.record(&AuditEvent::Promote {
+                    source: net,
+                    reason: d.reason(),
+                    action,
+                    scope: scope_text(scope),
+                    rate: (d.rate * 10.0).round() / 10.0,
+                    threshold: d.threshold,
+                    ttl_s: ttl.as_secs(),
+                    offense,
+                });
                 log::warn!(
                     "{action} {net} ({}) for {}: {note}",
                     scope_text(scope),
@@ -286,10 +280,11 @@ impl Controller {
         for e in self.maps.entries(ListKind::Block)? {
             if e.raw.scope != 0 && e.net != net && net.contains(&e.net) {
                 self.maps.remove(ListKind::Block, e.net)?;
-                self.audit.record(
-                    "restriction_lifted",
-                    json!({"net": e.net.to_string(), "scope": e.scope, "inside": net.to_string()}),
-                );
+                self.audit.record(&AuditEvent::RestrictionLifted {
+                    net: e.net,
+                    scope: e.scope,
+                    inside: net,
+                });
             }
         }
         Ok(())
@@ -309,10 +304,12 @@ impl Controller {
             }
             self.maps.remove(list, e.net)?;
             self.expiries += 1;
-            self.audit.record(
-                "expire",
-                json!({"list": list, "net": e.net.to_string(), "reason": e.reason, "note": e.note}),
-            );
+            self.audit.record(&AuditEvent::Expire {
+                list,
+                net: e.net,
+                reason: e.reason,
+                note: e.note,
+            });
         }
         Ok(live)
     }
@@ -322,10 +319,10 @@ impl Controller {
         let retention = self.policy.audit.retention;
         match self.audit.prune(retention.0, std::time::SystemTime::now()) {
             Ok(0) => {}
-            Ok(n) => self.audit.record(
-                "audit_pruned",
-                json!({"lines": n, "retention": retention.to_string()}),
-            ),
+            Ok(n) => self.audit.record(&AuditEvent::AuditPruned {
+                lines: n,
+                retention: retention.to_string(),
+            }),
             Err(e) => log::error!("pruning audit log {}: {e}", self.audit.path().display()),
         }
     }
@@ -342,15 +339,17 @@ impl Controller {
         let new = match Policy::load(&self.opts.policy_path) {
             Ok(p) => p,
             Err(e) => {
-                self.audit
-                    .record("reload_rejected", json!({"error": e.to_string()}));
+                self.audit.record(&AuditEvent::ReloadRejected {
+                    error: e.to_string(),
+                });
                 return Err(e.into());
             }
         };
         if new.pin_dir != self.policy.pin_dir {
             let e = anyhow::anyhow!("pin_dir cannot change on reload (restart the controller)");
-            self.audit
-                .record("reload_rejected", json!({"error": e.to_string()}));
+            self.audit.record(&AuditEvent::ReloadRejected {
+                error: e.to_string(),
+            });
             return Err(e);
         }
         let interfaces = Self::interfaces(&new, &self.opts)?;
@@ -376,8 +375,9 @@ impl Controller {
         self.maps
             .set_ports(new.ports.tcp.listed(), new.ports.udp.listed())?;
         if let Some(log) = new_audit {
-            self.audit
-                .record("audit_moved", json!({"to": new.audit.path}));
+            self.audit.record(&AuditEvent::AuditMoved {
+                to: new.audit.path.clone(),
+            });
             self.audit = log;
         }
         self.attached = interfaces;
@@ -388,10 +388,10 @@ impl Controller {
             self.opts.policy_path.display(),
             self.attached.join(", ")
         );
-        self.audit.record(
-            "reload",
-            json!({"policy": self.opts.policy_path, "interfaces": self.attached}),
-        );
+        self.audit.record(&AuditEvent::Reload {
+            policy: self.opts.policy_path.clone(),
+            interfaces: self.attached.clone(),
+        });
         Ok(msg)
     }
 
@@ -418,10 +418,12 @@ impl Controller {
                 self.maps
                     .set_config(&self.policy.kernel_config(&self.thresholds()))?;
                 let new = self.thresholds().get(name);
-                self.audit.record(
-                    "set_threshold",
-                    json!({"name": name, "old": old, "new": new, "override": value.is_some()}),
-                );
+                self.audit.record(&AuditEvent::SetThreshold {
+                    name,
+                    old,
+                    new,
+                    overridden: value.is_some(),
+                });
                 Ok(json!({"name": name, "old": old, "new": new}))
             }
             Request::Reload => Ok(json!({"message": self.reload()?})),
@@ -450,15 +452,11 @@ impl Controller {
         }
         self.maps
             .insert(list, net, &new_entry(list_reason::ADMIN, ttl, reason))?;
-        let event = if list == ListKind::Block {
-            "admin_block"
-        } else {
-            "admin_allow"
-        };
-        self.audit.record(
-            event,
-            json!({"net": net.to_string(), "ttl_s": ttl_s, "reason": reason}),
-        );
+        let reason = reason.to_owned();
+        self.audit.record(&match list {
+            ListKind::Block => AuditEvent::AdminBlock { net, ttl_s, reason },
+            ListKind::Allow => AuditEvent::AdminAllow { net, ttl_s, reason },
+        });
         Ok(json!({"net": net.to_string(), "ttl_s": ttl_s}))
     }
 
@@ -474,12 +472,10 @@ impl Controller {
                 }
             );
         }
-        let event = if list == ListKind::Block {
-            "admin_unblock"
-        } else {
-            "admin_disallow"
-        };
-        self.audit.record(event, json!({"net": net.to_string()}));
+        self.audit.record(&match list {
+            ListKind::Block => AuditEvent::AdminUnblock { net },
+            ListKind::Allow => AuditEvent::AdminDisallow { net },
+        });
         Ok(json!({"net": net.to_string()}))
     }
 
@@ -531,8 +527,10 @@ impl Controller {
                 }
             }
         }
-        self.audit
-            .record("stop", json!({"signal": signal, "detached": detach}));
+        self.audit.record(&AuditEvent::Stop {
+            signal: signal.to_owned(),
+            detached: detach,
+        });
     }
 }
 
