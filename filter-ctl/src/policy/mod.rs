@@ -5,17 +5,20 @@
 //! error names the field path and the line. Checks across fields run after
 //! parsing and name the line of the field they blame.
 
-use std::{fmt, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use filter_common::{port_mode, Config, RateLimit, MAX_RATE_PPS};
-use ipnet::IpNet;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 mod attach;
+mod ports;
+mod thresholds;
+mod units;
 
 pub use attach::{AttachMode, DEFAULT_PIN_DIR};
-
-use crate::model::metric::{Metric, METRIC_COUNT};
+pub use ports::{PortSet, Ports};
+pub use thresholds::{Limit, RateLimits, Thresholds};
+pub use units::{Dur, Net};
 
 /// The whole policy. Every field has a default (see [`DEFAULT_POLICY`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,150 +44,6 @@ pub struct Policy {
     pub audit: Audit,
 }
 
-/// Per-source rates (per second) above which a source is promoted. 0
-/// disables a check. What a promotion does depends on whether the evidence
-/// could be forged with a spoofed source address (see docs/detection.md):
-/// `syn`, `syn_ack`, `ack`, `rst`, `fin`, `unparsed` and `closed_ports`
-/// restrict that kind of packet from the source; `new_connections` and
-/// `empty_connections` (completed handshakes prove the address) block it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Thresholds {
-    /// SYNs that did not complete a handshake.
-    pub syn: u64,
-    /// Stray SYN-ACKs (answering no connection of the host).
-    pub syn_ack: u64,
-    /// Stray ACKs (with or without payload).
-    pub ack: u64,
-    pub rst: u64,
-    pub fin: u64,
-    /// TCP fragments and packets the filter cannot classify.
-    pub unparsed: u64,
-    /// Completed handshakes per second (off by default: busy clients and
-    /// NAT gateways open hundreds per second legitimately).
-    pub new_connections: u64,
-    /// Connections closed before the source sent any data, per second.
-    pub empty_connections: u64,
-    /// Distinct closed ports one source touches within about a second (a
-    /// port scan; needs `ports:`).
-    pub closed_ports: u64,
-    /// Connections a source holds open without having sent any data for
-    /// `connections.idle_after` (a count, not a rate).
-    pub idle_connections: u64,
-    /// Inbound connections a source holds open (a count; off by default).
-    pub concurrent_connections: u64,
-    /// Slow connections a source holds (see [`Connections`]; a count; off
-    /// by default).
-    pub slow_connections: u64,
-}
-
-impl Thresholds {
-    fn slot(&mut self, m: Metric) -> &mut u64 {
-        match m {
-            Metric::Syn => &mut self.syn,
-            Metric::SynAck => &mut self.syn_ack,
-            Metric::Ack => &mut self.ack,
-            Metric::Rst => &mut self.rst,
-            Metric::Fin => &mut self.fin,
-            Metric::Unparsed => &mut self.unparsed,
-            Metric::NewConnections => &mut self.new_connections,
-            Metric::EmptyConnections => &mut self.empty_connections,
-            Metric::ClosedPorts => &mut self.closed_ports,
-            Metric::IdleConnections => &mut self.idle_connections,
-            Metric::ConcurrentConnections => &mut self.concurrent_connections,
-            Metric::SlowConnections => &mut self.slow_connections,
-        }
-    }
-
-    pub fn get(&self, m: Metric) -> u64 {
-        let mut copy = *self;
-        *copy.slot(m)
-    }
-
-    pub fn set(&mut self, m: Metric, value: u64) {
-        *self.slot(m) = value;
-    }
-
-    /// Indexed like [`Metric::index`].
-    pub fn by_metric(&self) -> [u64; METRIC_COUNT] {
-        [
-            self.syn,
-            self.syn_ack,
-            self.ack,
-            self.rst,
-            self.fin,
-            self.unparsed,
-            self.new_connections,
-            self.empty_connections,
-            self.closed_ports,
-            self.idle_connections,
-            self.concurrent_connections,
-            self.slow_connections,
-        ]
-    }
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            syn: 200,
-            syn_ack: 20,
-            ack: 5000,
-            rst: 100,
-            fin: 100,
-            unparsed: 100,
-            new_connections: 0,
-            empty_connections: 50,
-            closed_ports: 10,
-            idle_connections: 100,
-            concurrent_connections: 0,
-            slow_connections: 0,
-        }
-    }
-}
-
-/// In-kernel token buckets per source and flag class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RateLimits {
-    pub syn: Limit,
-    pub syn_ack: Limit,
-    pub ack: Limit,
-    pub rst: Limit,
-    pub fin: Limit,
-    pub unparsed: Limit,
-}
-
-impl RateLimits {
-    /// Indexed like [`filter_common::flag`].
-    fn by_class(&self) -> [(&'static str, Limit); filter_common::flag::COUNT] {
-        [
-            ("syn", self.syn),
-            ("syn_ack", self.syn_ack),
-            ("ack", self.ack),
-            ("rst", self.rst),
-            ("fin", self.fin),
-            ("unparsed", self.unparsed),
-        ]
-    }
-}
-
-impl Default for RateLimits {
-    /// Twice the promotion thresholds, so detection still sees a flood's
-    /// rate (counters count offered packets) while the kernel cuts it.
-    fn default() -> Self {
-        let l = |rate| Limit { rate, burst: rate };
-        RateLimits {
-            syn: l(400),
-            syn_ack: l(40),
-            ack: l(10_000),
-            rst: l(200),
-            fin: l(200),
-            unparsed: l(200),
-        }
-    }
-}
-
 /// How the controller judges the connections the host holds (from the
 /// kernel's socket tables, every interval).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,116 +67,6 @@ impl Default for Connections {
             slow_rate: 64,
         }
     }
-}
-
-/// The host's open ports, for the closed-port policy.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Ports {
-    pub tcp: PortSet,
-    pub udp: PortSet,
-}
-
-/// `off` (no closed-port policy), `auto` (open = a socket is there, as the
-/// kernel's socket look-up sees it) or a list of ports and `lo-hi` ranges.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum PortSet {
-    #[default]
-    Off,
-    Auto,
-    List(Vec<u16>),
-}
-
-impl PortSet {
-    fn mode(&self) -> u32 {
-        match self {
-            PortSet::Off => port_mode::OFF,
-            PortSet::Auto => port_mode::AUTO,
-            PortSet::List(_) => port_mode::LIST,
-        }
-    }
-
-    /// The listed ports (none unless a list).
-    pub fn listed(&self) -> &[u16] {
-        match self {
-            PortSet::List(p) => p,
-            _ => &[],
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for PortSet {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Item {
-            Port(u64),
-            Text(String),
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Word(String),
-            List(Vec<Item>),
-        }
-        let bad = |what: &str| {
-            serde::de::Error::custom(format!(
-                "'{what}' is not a port (1-65535) or range (lo-hi); use off, auto or a list like [22, 80, 8000-8100]"
-            ))
-        };
-        let port = |v: u64, text: &str| match u16::try_from(v) {
-            Ok(p) if p > 0 => Ok(p),
-            _ => Err(bad(text)),
-        };
-        match Raw::deserialize(d)? {
-            Raw::Word(w) if w == "off" => Ok(PortSet::Off),
-            Raw::Word(w) if w == "auto" => Ok(PortSet::Auto),
-            Raw::Word(w) => Err(bad(&w)),
-            Raw::List(items) => {
-                let mut out = Vec::new();
-                for item in items {
-                    match item {
-                        Item::Port(v) => out.push(port(v, &v.to_string())?),
-                        Item::Text(t) => {
-                            let (lo, hi) = t.split_once('-').ok_or_else(|| bad(&t))?;
-                            let num = |x: &str| x.trim().parse::<u64>().map_err(|_| bad(&t));
-                            let (lo, hi) = (port(num(lo)?, &t)?, port(num(hi)?, &t)?);
-                            if lo > hi {
-                                return Err(bad(&t));
-                            }
-                            out.extend(lo..=hi);
-                        }
-                    }
-                }
-                if out.is_empty() {
-                    return Err(serde::de::Error::custom(
-                        "an empty port list would close every port; write off to disable the check",
-                    ));
-                }
-                out.sort_unstable();
-                out.dedup();
-                Ok(PortSet::List(out))
-            }
-        }
-    }
-}
-
-impl Serialize for PortSet {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            PortSet::Off => s.serialize_str("off"),
-            PortSet::Auto => s.serialize_str("auto"),
-            PortSet::List(p) => p.serialize(s),
-        }
-    }
-}
-
-/// `rate` packets/s with bursts of `burst`; rate 0 disables.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limit {
-    pub rate: u32,
-    pub burst: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -512,58 +261,6 @@ audit:
   path: /var/log/filter/audit.jsonl
   retention: 180days   # older lines are deleted (at start, then hourly)
 "#;
-
-/// A duration written as `90s`, `10m`, `1h`, `2d` (humantime syntax).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Dur(pub Duration);
-
-impl Dur {
-    pub const fn secs(s: u64) -> Dur {
-        Dur(Duration::from_secs(s))
-    }
-}
-
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "'{s}' is not a duration ({e}); examples: 500ms, 1s, 10m, 1h, 2d"
-            ))
-        })
-    }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-/// An address or CIDR, validated like the CLI's (host bits must be zero).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Net(pub IpNet);
-
-impl<'de> Deserialize<'de> for Net {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        crate::model::addr::parse_net(&s)
-            .map(Net)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for Net {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0.to_string())
-    }
-}
 
 /// A policy error: where, and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -783,6 +480,7 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::metric::Metric;
 
     fn parse(text: &str) -> Result<Policy, String> {
         Policy::parse(text, "test.yaml").map_err(|e| e.to_string())
