@@ -585,6 +585,21 @@ mod tests {
                 "more than 0",
             ),
             ("interfaces: [\"has space\"]\n", "not an interface name", ""),
+            (
+                "connections:\n  idle_after: 0s\n",
+                "connections.idle_after (line 2)",
+                "between 1s and 1h",
+            ),
+            (
+                "connections: { slow_after: 2h }\n",
+                "connections.slow_after (line 1)",
+                "between 1s and 1h",
+            ),
+            (
+                "connections: { slow_rate: -1 }\n",
+                "connections.slow_rate",
+                "",
+            ),
             ("- just\n- a list\n", "invalid type", ""),
         ];
         for (text, want1, want2) in cases {
