@@ -228,6 +228,19 @@ fn packets_forged_in_the_clients_name_never_cut_its_connections() {
         .count();
     assert_eq!(ok, 10);
     assert_eq!(c.stat("blocked_exact"), 0);
+    // An admin block covering the restriction lifts it (one entry, the
+    // block, is then the one the kernel matches), and says so.
+    c.ctl_ok(&["block", "10.77.2.0/24", "--reason", "test"]);
+    assert_eq!(c.blocked(), ["10.77.2.0/24"]);
+    let lifted = c
+        .audit_events()
+        .into_iter()
+        .find(|e| e["event"] == "restriction_lifted")
+        .expect("audited");
+    assert_eq!(
+        (lifted["net"].as_str(), lifted["inside"].as_str()),
+        (Some("10.77.2.2/32"), Some("10.77.2.0/24"))
+    );
 }
 
 #[test]

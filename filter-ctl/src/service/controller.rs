@@ -171,11 +171,11 @@ impl Controller {
                     self.maps.remove(list, e.net)?;
                 }
             }
+            if list == ListKind::Block {
+                self.lift_restrictions_within(&wanted)?;
+            }
             let entry = new_entry(list_reason::POLICY, None, "policy");
             for net in wanted {
-                if list == ListKind::Block {
-                    self.lift_restrictions_within(net)?;
-                }
                 self.maps.insert(list, net, &entry)?;
             }
         }
@@ -272,20 +272,25 @@ impl Controller {
         }
     }
 
-    /// Removes the detector's restrictions inside `net`, which is about to
-    /// be blocked: a longer-prefix restriction would otherwise be the match
-    /// the kernel finds first for an IPv6 /64, and let the source's
-    /// connections through a block meant to stop everything.
-    fn lift_restrictions_within(&mut self, net: IpNet) -> anyhow::Result<()> {
+    /// Removes the detector's restrictions inside any of `nets`, which are
+    /// about to be blocked: a longer-prefix restriction would otherwise be
+    /// the match the kernel finds first for an IPv6 /64, and let the
+    /// source's connections through a block meant to stop everything. The
+    /// block list is read once, however many nets.
+    fn lift_restrictions_within(&mut self, nets: &[IpNet]) -> anyhow::Result<()> {
         for e in self.maps.entries(ListKind::Block)? {
-            if e.raw.scope != 0 && e.net != net && net.contains(&e.net) {
-                self.maps.remove(ListKind::Block, e.net)?;
-                self.audit.record(&AuditEvent::RestrictionLifted {
-                    net: e.net,
-                    scope: e.scope,
-                    inside: net,
-                });
+            if e.raw.scope == 0 {
+                continue;
             }
+            let Some(&inside) = nets.iter().find(|n| **n != e.net && n.contains(&e.net)) else {
+                continue;
+            };
+            self.maps.remove(ListKind::Block, e.net)?;
+            self.audit.record(&AuditEvent::RestrictionLifted {
+                net: e.net,
+                scope: e.scope,
+                inside,
+            });
         }
         Ok(())
     }
@@ -448,7 +453,7 @@ impl Controller {
         let net = parse_net(net)?;
         let ttl = ttl_s.map(Duration::from_secs);
         if list == ListKind::Block {
-            self.lift_restrictions_within(net)?;
+            self.lift_restrictions_within(&[net])?;
         }
         self.maps
             .insert(list, net, &new_entry(list_reason::ADMIN, ttl, reason))?;
