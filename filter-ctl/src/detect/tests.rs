@@ -1,0 +1,315 @@
+use super::*;
+use crate::{model::addr::source_key, policy::Dur};
+
+const S: u64 = 1_000_000_000;
+
+fn key(ip: &str) -> SourceKey {
+    source_key(ip.parse().unwrap(), 64)
+}
+
+fn counters(first: u64, syn: u64, rst: u64) -> SourceCounters {
+    SourceCounters {
+        syn,
+        rst,
+        packets: syn + rst,
+        first_seen_ns: first,
+        ..Default::default()
+    }
+}
+
+fn snap(at_ns: u64, entries: &[(&str, SourceCounters)]) -> Snapshot {
+    Snapshot {
+        at_ns,
+        sources: entries.iter().map(|(ip, c)| (key(ip), *c)).collect(),
+    }
+}
+
+#[test]
+fn rates_come_from_deltas() {
+    let prev = counters(5, 100, 10);
+    let cur = counters(5, 400, 10);
+    let r = rates(Some(&prev), &cur, Duration::from_secs(2));
+    assert_eq!(r[flag::SYN], 150.0);
+    assert_eq!(r[flag::RST], 0.0);
+    // A new source: everything it sent arrived in this interval.
+    assert_eq!(rates(None, &cur, Duration::from_secs(1))[flag::SYN], 400.0);
+    // Evicted and re-created (new first-seen): counts from zero.
+    let reborn = counters(9, 30, 0);
+    assert_eq!(
+        rates(Some(&prev), &reborn, Duration::from_secs(1))[flag::SYN],
+        30.0
+    );
+}
+
+/// Thresholds in [`METRICS`] order, the rest off.
+fn th(v: &[u64]) -> [u64; METRIC_COUNT] {
+    let mut t = [0; METRIC_COUNT];
+    t[..v.len()].copy_from_slice(v);
+    t
+}
+
+#[test]
+fn detects_the_class_most_over_its_threshold() {
+    let t = th(&[200, 20, 5000, 100, 100]);
+    let prev = snap(
+        10 * S,
+        &[
+            ("192.0.2.1", counters(1, 0, 0)),
+            ("192.0.2.2", counters(1, 0, 0)),
+        ],
+    );
+    let cur = snap(
+        11 * S,
+        &[
+            ("192.0.2.1", counters(1, 300, 500)), // syn 1.5x, rst 5x
+            ("192.0.2.2", counters(1, 150, 50)),  // under both
+            ("192.0.2.3", counters(3, 201, 0)),   // new, just over
+        ],
+    );
+    let d = detect(&prev, &cur, &HashMap::new(), t);
+    let got: Vec<(SourceKey, &str)> = d.iter().map(|d| (d.key, d.metric_name())).collect();
+    // Every metric over its threshold, the one most over it first.
+    assert_eq!(
+        got,
+        [
+            (key("192.0.2.1"), "rst"),
+            (key("192.0.2.1"), "syn"),
+            (key("192.0.2.3"), "syn")
+        ]
+    );
+    assert_eq!(d[0].rate, 500.0);
+    assert_eq!(d[2].threshold, 200);
+    // A threshold of 0 switches the check off.
+    assert!(detect(&prev, &cur, &HashMap::new(), th(&[0, 20, 5000, 0, 100])).is_empty());
+    // Exactly at the threshold is not over it.
+    let at = snap(11 * S, &[("192.0.2.4", counters(3, 200, 0))]);
+    assert!(detect(&prev, &at, &HashMap::new(), t).is_empty());
+}
+
+#[test]
+fn syns_that_complete_their_handshake_are_not_a_syn_flood() {
+    // 600 SYNs, 590 handshakes: a busy client, 10 unanswered SYNs/s.
+    let mut busy = counters(1, 600, 0);
+    busy.new_conns = 590;
+    let cur = snap(S, &[("192.0.2.7", busy)]);
+    let prev = snap(0, &[]);
+    assert_eq!(rates(None, &busy, Duration::from_secs(1))[flag::SYN], 10.0);
+    assert!(detect(&prev, &cur, &HashMap::new(), th(&[200])).is_empty());
+    // The same SYNs unanswered are.
+    let flood = counters(1, 600, 0);
+    let d = detect(
+        &prev,
+        &snap(S, &[("192.0.2.7", flood)]),
+        &HashMap::new(),
+        th(&[200]),
+    );
+    assert_eq!((d[0].metric_name(), d[0].rate), ("syn", 600.0));
+}
+
+#[test]
+fn connection_metrics_block_and_packet_metrics_restrict() {
+    let mut churn = counters(1, 300, 0);
+    churn.new_conns = 290;
+    churn.empty_conns = 280;
+    let prev = snap(0, &[]);
+    let cur = snap(S, &[("192.0.2.7", churn)]);
+    let d = detect(
+        &prev,
+        &cur,
+        &HashMap::new(),
+        th(&[1000, 20, 5000, 100, 100, 100, 0, 50]),
+    );
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        (d[0].metric_name(), d[0].rate, d[0].threshold, d[0].scope()),
+        ("empty_connections", 280.0, 50, 0)
+    );
+    assert_eq!(d[0].reason(), "empty_connections_flood");
+    // new_connections is its own metric, off unless set.
+    let d = detect(
+        &prev,
+        &cur,
+        &HashMap::new(),
+        th(&[1000, 20, 5000, 100, 100, 100, 100, 0]),
+    );
+    assert_eq!((d[0].metric_name(), d[0].scope()), ("new_connections", 0));
+    // A block wins over a restriction even when less far over.
+    let mut both = churn;
+    both.rst = 100_000;
+    let cur = snap(S, &[("192.0.2.7", both)]);
+    let d = detect(
+        &prev,
+        &cur,
+        &HashMap::new(),
+        th(&[1000, 20, 5000, 100, 100, 100, 0, 50]),
+    );
+    assert_eq!(
+        (d[0].metric_name(), d[1].metric_name()),
+        ("empty_connections", "rst")
+    );
+    // Packet classes restrict that class only.
+    assert_eq!(scope_of(flag::ACK), flag::bit(flag::ACK));
+    assert_eq!(scope_of(CLOSED_PORTS), flag::bit(flag::SYN));
+}
+
+#[test]
+fn sources_holding_idle_connections_are_blocked() {
+    let mut held = HashMap::new();
+    held.insert(
+        key("192.0.2.20"),
+        Held {
+            established: 300,
+            idle: 150,
+            slow: 0,
+        },
+    );
+    held.insert(
+        key("192.0.2.21"),
+        Held {
+            established: 400,
+            idle: 3,
+            slow: 40,
+        },
+    );
+    let prev = snap(0, &[]);
+    let mut t = th(&[200]);
+    t[IDLE_CONNECTIONS] = 100;
+    let d = detect(&prev, &prev, &held, t);
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        (d[0].key, d[0].reason(), d[0].scope(), d[0].rate),
+        (key("192.0.2.20"), "idle_connections".to_owned(), 0, 150.0)
+    );
+    assert_eq!(d[0].note(), "idle_connections 150 > 100");
+    // Concurrent connections, when set, count every inbound one.
+    t[CONCURRENT_CONNECTIONS] = 350;
+    let d = detect(&prev, &prev, &held, t);
+    assert_eq!(d.len(), 2);
+    assert_eq!(
+        (d[1].key, d[1].metric_name()),
+        (key("192.0.2.21"), "concurrent_connections")
+    );
+}
+
+#[test]
+fn a_scan_counted_by_the_kernel_is_a_port_scan() {
+    let mut scanner = counters(1, 0, 0);
+    scanner.closed_ports = 600;
+    scanner.scans = 1;
+    let prev = snap(0, &[]);
+    let cur = snap(S, &[("192.0.2.8", scanner)]);
+    let mut t = th(&[200]);
+    t[CLOSED_PORTS] = 10;
+    let d = detect(&prev, &cur, &HashMap::new(), t);
+    assert_eq!((d[0].reason(), d[0].scope()), ("port_scan".to_owned(), 1));
+    // No new scan in the next interval: nothing.
+    let later = snap(2 * S, &[("192.0.2.8", scanner)]);
+    assert!(detect(&cur, &later, &HashMap::new(), t).is_empty());
+    t[CLOSED_PORTS] = 0;
+    assert!(detect(&prev, &cur, &HashMap::new(), t).is_empty());
+}
+
+#[test]
+fn restrictions_add_up_and_a_block_replaces_them() {
+    let prev = snap(0, &[]);
+    let mut c = counters(1, 5000, 5000);
+    c.syn_ack = 5000;
+    let cur = snap(S, &[("192.0.2.10", c)]);
+    let net = |k: &SourceKey| crate::model::addr::source_net(k, 64);
+    let t = th(&[100, 100, 100, 100, 100]);
+    let bits = |v: &[usize]| v.iter().fold(0, |a, &i| a | flag::bit(i));
+    // Everything forged at once: one promotion restricting all of it.
+    let p = promotable(detect(&prev, &cur, &HashMap::new(), t), net, &[], &[]);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].1, bits(&[flag::SYN, flag::SYN_ACK, flag::RST]));
+    // Already restricted on the loudest class: the others still come.
+    let had = [Listed {
+        net: "192.0.2.10/32".parse().unwrap(),
+        scope: bits(&[flag::SYN]),
+    }];
+    let p = promotable(detect(&prev, &cur, &HashMap::new(), t), net, &[], &had);
+    assert_eq!(p[0].1, bits(&[flag::SYN, flag::SYN_ACK, flag::RST]));
+    assert_ne!(p[0].2.metric, flag::SYN, "the lead adds something");
+    // A metric that blocks replaces the restrictions.
+    let mut churn = c;
+    churn.empty_conns = 500;
+    let cur = snap(S, &[("192.0.2.10", churn)]);
+    let mut t = t;
+    t[EMPTY_CONNECTIONS] = 50;
+    let p = promotable(detect(&prev, &cur, &HashMap::new(), t), net, &[], &had);
+    assert_eq!((p.len(), p[0].1, p[0].2.metric), (1, 0, EMPTY_CONNECTIONS));
+}
+
+#[test]
+fn allowlisted_blocked_and_already_restricted_sources_are_not_promoted_again() {
+    let t = th(&[10, 10, 10, 10, 10]);
+    let prev = snap(0, &[]);
+    let cur = snap(
+        S,
+        &[
+            ("10.1.2.3", counters(1, 1_000_000, 0)),
+            ("192.0.2.9", counters(1, 50, 0)),
+            ("198.51.100.1", counters(1, 50, 0)),
+            ("203.0.113.5", counters(1, 50, 50)),
+            ("203.0.113.6", counters(1, 0, 50)),
+        ],
+    );
+    let allow: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    let listed = |net: &str, scope: u32| Listed {
+        net: net.parse().unwrap(),
+        scope,
+    };
+    let syn = flag::bit(flag::SYN);
+    let rst = flag::bit(flag::RST);
+    let blocked = vec![
+        listed("198.51.100.0/24", 0),
+        // Restricted on SYN already; now over on RST too.
+        listed("203.0.113.5/32", syn),
+        // Restricted on RST already, and over on RST again: nothing new.
+        listed("203.0.113.6/32", rst),
+    ];
+    let p = promotable(
+        detect(&prev, &cur, &HashMap::new(), t),
+        |k| crate::model::addr::source_net(k, 64),
+        &allow,
+        &blocked,
+    );
+    let got: Vec<(String, u32)> = p.iter().map(|(n, s, _)| (n.to_string(), *s)).collect();
+    assert_eq!(
+        got,
+        [
+            ("192.0.2.9/32".to_owned(), syn),
+            ("203.0.113.5/32".to_owned(), syn | rst)
+        ]
+    );
+}
+
+#[test]
+fn repeat_offenders_escalate_up_to_the_cap_and_are_forgotten() {
+    let b = Blocking {
+        ttl: Dur::secs(600),
+        escalation: 2.0,
+        max_ttl: Dur::secs(3000),
+        forget_after: Dur::secs(86_400),
+    };
+    let net: IpNet = "203.0.113.7/32".parse().unwrap();
+    let other: IpNet = "203.0.113.8/32".parse().unwrap();
+    let mut o = Offenders::default();
+    let mut now = 1_000_000;
+    let ttls: Vec<u64> = (0..4)
+        .map(|_| {
+            now += 700;
+            o.promote(&net, now, &b).0.as_secs()
+        })
+        .collect();
+    assert_eq!(ttls, [600, 1200, 2400, 3000]);
+    assert_eq!(o.promote(&other, now, &b), (Duration::from_secs(600), 1));
+    // Quiet for longer than forget_after: back to the base TTL.
+    now += 86_401;
+    assert_eq!(o.promote(&net, now, &b), (Duration::from_secs(600), 1));
+    // Pruning drops stale histories only.
+    o.prune(now + 86_000, &b);
+    assert_eq!(o.0.len(), 1);
+    o.prune(now + 86_402, &b);
+    assert!(o.0.is_empty());
+}
