@@ -49,17 +49,23 @@ pub enum Error {
     /// The verifier or the kernel refused the program.
     #[error("loading the XDP program failed: {0}")]
     Load(String),
+    /// The kernel refused the object (its maps or programs); the cause
+    /// carries the errno.
+    #[error("loading the filter object")]
+    Object(#[source] Box<aya::EbpfError>),
     /// A map operation failed.
-    #[error("{what}: {error}")]
+    #[error("{what}")]
     Map {
         what: String,
-        error: Box<aya::maps::MapError>,
+        #[source]
+        source: Box<aya::maps::MapError>,
     },
     /// Any other I/O failure, with the path involved.
-    #[error("{what} {path}: {error}")]
+    #[error("{what} {path}")]
     Io {
         what: &'static str,
         path: PathBuf,
+        #[source]
         error: std::io::Error,
     },
 }
@@ -69,16 +75,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Hint appended to an error whose cause is a permission failure.
 pub const PRIVILEGE_HINT: &str = "filter-ctl needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)";
 
-/// Whether the failure comes from missing privileges (EPERM/EACCES). The
-/// causes are not all `std::io::Error`s we can reach (aya wraps them), so
-/// the rendered text is checked too.
+/// Whether the failure comes from missing privileges: an `io::Error` with
+/// EPERM or EACCES somewhere in the cause chain (every error here keeps
+/// its cause as its source, down to the syscall's).
 pub fn is_permission_error(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
-        let text = cause.to_string();
         cause
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)))
-            || text.contains("Operation not permitted")
-            || text.contains("Permission denied")
     })
 }

@@ -1,5 +1,9 @@
 use clap::Parser as _;
-use filter_ctl::{cli::Cli, error};
+use filter_ctl::{
+    cli::Cli,
+    error,
+    service::ops::{ErrorKind, OpError},
+};
 
 fn main() -> std::process::ExitCode {
     // Die quietly on a closed pipe (`filter-ctl list | head`) like other
@@ -13,7 +17,10 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // One line: the causes joined, then a hint where one helps.
             let mut line = format!("error: {e:#}");
-            if error::is_permission_error(&e) {
+            let denied = e
+                .downcast_ref::<OpError>()
+                .is_some_and(|o| o.kind == ErrorKind::Denied);
+            if denied || error::is_permission_error(&e) {
                 line.push_str(&format!(" ({})", error::PRIVILEGE_HINT));
             }
             eprintln!("{line}");

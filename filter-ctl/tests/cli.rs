@@ -104,8 +104,12 @@ fn policy_reference_carries_the_default_policy() {
 }
 
 fn ctl(pin: &Path, args: &[&str]) -> Output {
+    // Edits with no controller are audited: not into the host's log.
+    let audit =
+        std::env::temp_dir().join(format!("filter-clitest-audit-{}.jsonl", std::process::id()));
     Command::new(BIN)
         .env("FILTER_PIN_DIR", pin)
+        .env("FILTER_AUDIT_LOG", audit)
         .env_remove("RUST_BACKTRACE")
         .args(args)
         .output()

@@ -161,6 +161,7 @@ impl Controller {
         Command::new(ctl_bin())
             .env("FILTER_PIN_DIR", &self.pin)
             .env("FILTER_SOCKET", &self.socket)
+            .env("FILTER_AUDIT_LOG", &self.audit)
             .env_remove("RUST_BACKTRACE")
             .args(args)
             .stdin(Stdio::null())

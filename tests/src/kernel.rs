@@ -62,7 +62,7 @@ impl Filter {
     }
 
     pub fn stat(&self, reason: Reason) -> ReasonStats {
-        self.maps.stats().unwrap()[reason as usize]
+        self.maps.stats().unwrap().swap_remove(reason as usize)
     }
 
     pub fn block(&mut self, net: &str, ttl: Option<Duration>) {

@@ -133,11 +133,38 @@ fn sigkill_mid_flood_leaves_the_filter_dropping_and_a_restart_keeps_every_entry(
         "not dropping without the controller: {before} -> {after}"
     );
     assert_eq!(c.ctl(&["status"]).status.code(), Some(3));
+    // With no controller the CLI runs the same service on the pins: the
+    // edit is validated, applied and audited, marked offline.
+    c.ctl_ok(&["block", "192.0.2.9", "--reason", "offline edit"]);
+    let out = c.ctl(&["unblock", "192.0.2.10"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not in the block list: 192.0.2.10/32"),
+        "{out:?}"
+    );
+    let offline = c
+        .audit_events()
+        .into_iter()
+        .rfind(|e| e["event"] == "admin_block")
+        .expect("the offline block is audited");
+    assert_eq!(offline["net"], "192.0.2.9/32");
+    assert_eq!(offline["by"]["via"], "offline");
 
     c.spawn();
     let mut blocked = c.blocked();
     blocked.sort();
-    assert_eq!(blocked, ["10.200.2.2/32", "198.51.100.0/24"]);
+    assert_eq!(
+        blocked,
+        ["10.200.2.2/32", "192.0.2.9/32", "198.51.100.0/24"]
+    );
+    // Through the controller the caller is the socket's peer.
+    c.ctl_ok(&["unblock", "192.0.2.9"]);
+    let online = c
+        .audit_events()
+        .into_iter()
+        .rfind(|e| e["event"] == "admin_unblock")
+        .expect("audited");
+    assert_eq!(online["by"]["via"], "socket");
+    assert_eq!(online["by"]["uid"], 0);
     // The same program, re-adopted: no second attach.
     assert_eq!(c.xdp_prog_id(SRV_ATT_IF), Some(prog));
     let start = c
@@ -345,7 +372,7 @@ fn silent_and_stuck_clients_never_delay_the_loop_or_another_client() {
         .collect();
     // ...one that sends a request and never reads its reply...
     let mut stuck = UnixStream::connect(&c.socket).unwrap();
-    stuck.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+    stuck.write_all(b"{\"op\":\"status\"}\n").unwrap();
     // ...and one that connects and says nothing, over and over.
     let socket = c.socket.clone();
     let churn = thread::spawn(move || {

@@ -505,7 +505,7 @@ fn stats_count_packets_and_bytes_per_reason() {
     }
     let stats = f.maps.stats().unwrap();
     for r in Reason::ALL {
-        let s = stats[r as usize];
+        let s = &stats[r as usize];
         assert_eq!((s.packets, s.bytes), want[r as usize], "{}", r.name());
     }
 }

@@ -2,7 +2,7 @@
 //! one JSON response per connection. Every connection is its own task with
 //! a bounded, timed read and a timed write, so a slow, stuck or hostile
 //! local client never delays the control loop or another client: the loop
-//! only ever sees a complete request on its channel.
+//! only ever sees a complete request, through the [`Service`] handle.
 
 use std::{path::Path, time::Duration};
 
@@ -10,21 +10,17 @@ use anyhow::{bail, Context as _};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
 };
 
 use crate::service::{
-    controller::Call,
-    ops::{Request, Response},
+    ops::{Caller, ErrorKind, Op, OpError, Reply},
+    Service,
 };
 
 /// How long a client may take to send its request, and to take its answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long an answer may take (a reload re-attaches interfaces).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
-
 /// Binds the control socket: parent directory 0700, socket 0600. A stale
 /// socket file (no listener) is replaced; a live one means another
 /// controller runs, which is an error.
@@ -50,11 +46,11 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Accepts connections until the task is dropped, each on its own task.
-pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
+pub async fn serve(listener: UnixListener, service: Service) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(connection(stream, calls.clone()));
+                tokio::spawn(connection(stream, service.clone()));
             }
             Err(e) => {
                 log::warn!("control socket: accept: {e}");
@@ -64,38 +60,29 @@ pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
     }
 }
 
-/// One connection: read the request (bounded, timed), hand it to the loop,
-/// write the answer (timed). Whatever the client does, the task ends.
-async fn connection(stream: UnixStream, calls: mpsc::Sender<Call>) {
+/// One connection: read the request (bounded, timed), hand it to the
+/// service, write the answer (timed). Whatever the client does, the task
+/// ends.
+async fn connection(stream: UnixStream, service: Service) {
+    // The socket is 0600 root, so this is root; recorded for the audit.
+    let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
     let read = tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line)).await;
-    let resp = match read {
+    let bad = |m: String| Err(OpError::new(ErrorKind::BadInput, m));
+    let result = match read {
         Ok(Ok(_)) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST => {
-            Response::err(format!("request longer than {MAX_REQUEST} bytes"))
+            bad(format!("request longer than {MAX_REQUEST} bytes"))
         }
-        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
-            Ok(req) => ask(&calls, req).await,
-            Err(e) => Response::err(format!("bad request: {e}")),
+        Ok(Ok(_)) => match serde_json::from_str::<Op>(&line) {
+            Ok(op) => service.call(Caller::Socket { uid }, op).await,
+            Err(e) => bad(format!("bad request: {e}")),
         },
-        Ok(Err(e)) => Response::err(format!("reading request: {e}")),
-        Err(_) => Response::err("timed out reading the request"),
+        Ok(Err(e)) => bad(format!("reading request: {e}")),
+        Err(_) => bad("timed out reading the request".into()),
     };
-    let mut out = serde_json::to_string(&resp).expect("responses serialize");
+    let mut out = serde_json::to_string(&Reply::from(result)).expect("replies serialize");
     out.push('\n');
     let _ = tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(out.as_bytes())).await;
-}
-
-/// Hands a request to the control loop and waits for its answer.
-async fn ask(calls: &mpsc::Sender<Call>, req: Request) -> Response {
-    let (reply, answer) = oneshot::channel();
-    if calls.send(Call { req, reply }).await.is_err() {
-        return Response::err("the controller is stopping");
-    }
-    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(_)) => Response::err("the controller is stopping"),
-        Err(_) => Response::err("the controller did not answer in time"),
-    }
 }

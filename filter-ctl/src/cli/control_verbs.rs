@@ -1,26 +1,13 @@
 //! Verbs that need the running controller: status, reload, set/get threshold.
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
 use super::{print_json, Global};
 use crate::{
-    api::client::{call, CallError},
+    api::client::Client,
     model::metric::Metric,
-    service::ops::{Request, Response},
+    service::ops::{Done, ErrorKind, Op},
 };
-
-/// Sends a request and turns a refusal into an error.
-pub(super) fn request(g: &Global, req: &Request) -> anyhow::Result<Value> {
-    let resp: Response = call(&g.socket, req)?;
-    if resp.ok {
-        Ok(resp.data)
-    } else {
-        anyhow::bail!(resp
-            .error
-            .unwrap_or_else(|| "the controller refused".into()))
-    }
-}
 
 /// Show the running controller: interfaces, uptime, cycle time, counts.
 ///
@@ -37,10 +24,11 @@ pub struct Status {
 
 impl Status {
     pub fn execute(self, g: &Global) -> anyhow::Result<()> {
-        let s = match call(&g.socket, &Request::Status) {
-            Ok(r) if r.ok => r.data,
-            Ok(r) => anyhow::bail!(r.error.unwrap_or_default()),
-            Err(CallError::NotRunning(path)) => {
+        let s = match Client::new(&g.socket).call(&Op::Status) {
+            Ok(Done::Status(s)) => s,
+            Ok(other) => return Err(other.unexpected().into()),
+            Err(e) if e.kind == ErrorKind::NotRunning => {
+                let path = g.socket.display().to_string();
                 let attached = crate::kernel::loader::attached_interfaces(&g.pin_dir);
                 if self.json {
                     print_json(
@@ -64,44 +52,21 @@ impl Status {
         if self.json {
             return print_json(&s);
         }
-        println!(
-            "controller: running (pid {}, up {}s)",
-            s["pid"], s["uptime_s"]
-        );
-        println!("policy: {}", s["policy"].as_str().unwrap_or("?"));
-        println!(
-            "interfaces: {} ({})",
-            join(&s["interfaces"]),
-            s["xdp_mode"].as_str().unwrap_or("?")
-        );
+        println!("controller: running (pid {}, up {}s)", s.pid, s.uptime_s);
+        println!("policy: {}", s.policy.display());
+        println!("interfaces: {} ({})", s.interfaces.join(", "), s.xdp_mode);
         println!(
             "interval: {} ms, cycles: {}, last cycle: {:.2} ms",
-            s["interval_ms"],
-            s["cycles"],
-            s["last_cycle_ms"].as_f64().unwrap_or(0.0)
+            s.interval_ms, s.cycles, s.last_cycle_ms
         );
         println!(
             "tracked sources: {}, blocked entries: {}",
-            s["tracked_sources"], s["blocked_entries"]
+            s.tracked_sources, s.blocked_entries
         );
-        println!(
-            "promotions: {}, expiries: {}",
-            s["promotions"], s["expiries"]
-        );
-        println!("audit log: {}", s["audit_log"].as_str().unwrap_or("?"));
+        println!("promotions: {}, expiries: {}", s.promotions, s.expiries);
+        println!("audit log: {}", s.audit_log.display());
         Ok(())
     }
-}
-
-fn join(v: &Value) -> String {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
 }
 
 /// Re-read the running controller's policy file.
@@ -114,8 +79,10 @@ pub struct Reload {}
 
 impl Reload {
     pub fn execute(self, g: &Global) -> anyhow::Result<()> {
-        let v = request(g, &Request::Reload)?;
-        println!("{}", v["message"].as_str().unwrap_or("reloaded"));
+        match g.call(Op::Reload)? {
+            Done::Reloaded { message } => println!("{message}"),
+            other => return Err(other.unexpected().into()),
+        }
         Ok(())
     }
 }
@@ -155,13 +122,15 @@ impl Set {
                 )
             })?),
         };
-        let v = request(g, &Request::SetThreshold { name, value })?;
-        println!(
-            "threshold {}: {} -> {} /s",
-            v["name"].as_str().unwrap_or("?"),
-            v["old"],
-            v["new"]
-        );
+        match g.call(Op::SetThreshold {
+            metric: name,
+            value,
+        })? {
+            Done::ThresholdSet { metric, old, new } => {
+                println!("threshold {}: {old} -> {new} /s", metric.name())
+            }
+            other => return Err(other.unexpected().into()),
+        }
         Ok(())
     }
 }
@@ -191,26 +160,28 @@ enum GetWhat {
 impl Get {
     pub fn execute(self, g: &Global) -> anyhow::Result<()> {
         let GetWhat::Threshold { name, json } = self.what;
-        let all = request(g, &Request::GetThresholds)?;
-        let mut rows: Vec<Value> = all.as_array().cloned().unwrap_or_default();
+        let mut rows = match g.call(Op::Thresholds)? {
+            Done::Thresholds { rows } => rows,
+            other => return Err(other.unexpected().into()),
+        };
         if let Some(m) = name {
-            rows.retain(|r| r["name"] == m.name());
+            rows.retain(|r| r.name == m);
         }
         if json {
             return print_json(&rows);
         }
         println!("{:<8} {:>10} {:>10}  SOURCE", "NAME", "VALUE", "POLICY");
         for r in rows {
-            let src = if r["overridden"] == true {
+            let src = if r.overridden {
                 "override (set threshold)"
             } else {
                 "policy"
             };
             println!(
                 "{:<8} {:>10} {:>10}  {src}",
-                r["name"].as_str().unwrap_or("?"),
-                r["value"],
-                r["policy"]
+                r.name.name(),
+                r.value,
+                r.policy
             );
         }
         Ok(())

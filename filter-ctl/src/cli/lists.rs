@@ -1,19 +1,18 @@
-//! `block`, `unblock`, `allow`, `disallow`: edits of the pinned lists. All
-//! arguments are validated before the first map write, so a bad one changes
+//! `block`, `unblock`, `allow`, `disallow`: edits of the lists, through the
+//! service (the running controller, or offline on the pinned maps). All
+//! arguments are validated before the first change, so a bad one changes
 //! nothing.
 
 use std::time::Duration;
 
 use clap::Args;
-use filter_common::list_reason;
 use ipnet::IpNet;
 
-use super::{control_verbs::request, human_secs, Global, Ttl};
+use super::{human_secs, Global, Ttl};
 use crate::{
-    api::client::call,
-    kernel::maps::{new_entry, ListKind, Maps},
+    kernel::maps::ListKind,
     model::addr::parse_net,
-    service::ops::Request,
+    service::ops::{Done, ErrorKind, Op},
 };
 
 fn parse_all(args: &[String]) -> anyhow::Result<Vec<IpNet>> {
@@ -22,100 +21,50 @@ fn parse_all(args: &[String]) -> anyhow::Result<Vec<IpNet>> {
         .collect()
 }
 
-/// Whether a controller answers on the socket: then changes go through it
-/// (and into its audit log); otherwise straight to the pinned maps.
-fn controller_running(g: &Global) -> bool {
-    matches!(call(&g.socket, &Request::Status), Ok(r) if r.ok)
-}
-
 fn add(
     g: &Global,
     list: ListKind,
     args: &[String],
     ttl: Option<Duration>,
-    note: &str,
+    reason: &str,
 ) -> anyhow::Result<()> {
-    let nets = parse_all(args)?;
-    let mut maps = if controller_running(g) {
-        None
-    } else {
-        Some(Maps::from_pins(&g.pin_dir)?)
+    let verb = match list {
+        ListKind::Block => "blocked",
+        ListKind::Allow => "allowed",
     };
-    let entry = new_entry(list_reason::ADMIN, ttl, note);
-    for net in nets {
-        match maps.as_mut() {
-            Some(maps) => maps.insert(list, net, &entry)?,
-            None => {
-                let (net, ttl_s) = (net.to_string(), ttl.map(|t| t.as_secs()));
-                let reason = note.to_owned();
-                let req = match list {
-                    ListKind::Block => Request::Block { net, ttl_s, reason },
-                    ListKind::Allow => Request::Allow { net, ttl_s, reason },
-                };
-                request(g, &req)?;
-            }
-        }
-        let verb = if list == ListKind::Block {
-            "blocked"
-        } else {
-            "allowed"
+    for net in parse_all(args)? {
+        let op = Op::Add {
+            list,
+            net,
+            ttl_s: ttl.map(|t| t.as_secs()),
+            reason: reason.to_owned(),
         };
-        match ttl {
-            Some(t) => println!("{verb} {net} for {}", human_secs(t.as_secs())),
-            None => println!("{verb} {net} (no expiry)"),
+        match g.call(op)? {
+            Done::Added {
+                net,
+                ttl_s: Some(t),
+            } => println!("{verb} {net} for {}", human_secs(t)),
+            Done::Added { net, ttl_s: None } => println!("{verb} {net} (no expiry)"),
+            other => return Err(other.unexpected().into()),
         }
     }
     Ok(())
 }
 
 fn remove(g: &Global, list: ListKind, args: &[String]) -> anyhow::Result<()> {
-    let nets = parse_all(args)?;
-    let via_controller = controller_running(g);
-    let mut maps = if via_controller {
-        None
-    } else {
-        Some(Maps::from_pins(&g.pin_dir)?)
-    };
     let mut missing = Vec::new();
-    for net in nets {
-        let removed = match maps.as_mut() {
-            Some(maps) => maps.remove(list, net)?,
-            None => {
-                let net = net.to_string();
-                let req = match list {
-                    ListKind::Block => Request::Unblock { net },
-                    ListKind::Allow => Request::Disallow { net },
-                };
-                match call(&g.socket, &req)? {
-                    r if r.ok => true,
-                    r if r
-                        .error
-                        .as_deref()
-                        .is_some_and(|e| e.contains("is not in the")) =>
-                    {
-                        false
-                    }
-                    r => anyhow::bail!(r.error.unwrap_or_default()),
-                }
-            }
-        };
-        if removed {
-            println!("removed {net} from the {} list", name(list));
-        } else {
-            missing.push(net.to_string());
+    for net in parse_all(args)? {
+        match g.call(Op::Remove { list, net }) {
+            Ok(Done::Removed { net }) => println!("removed {net} from the {list} list"),
+            Ok(other) => return Err(other.unexpected().into()),
+            Err(e) if e.kind == ErrorKind::NotListed => missing.push(net.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
     if !missing.is_empty() {
-        anyhow::bail!("not in the {} list: {}", name(list), missing.join(", "));
+        anyhow::bail!("not in the {list} list: {}", missing.join(", "));
     }
     Ok(())
-}
-
-fn name(list: ListKind) -> &'static str {
-    match list {
-        ListKind::Allow => "allow",
-        ListKind::Block => "block",
-    }
 }
 
 /// Drop all traffic from addresses or networks.

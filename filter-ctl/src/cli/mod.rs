@@ -5,7 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::policy::DEFAULT_PIN_DIR;
+use crate::{
+    api::client::Client,
+    policy::DEFAULT_PIN_DIR,
+    service::{
+        core::Core,
+        ops::{Caller, Done, ErrorKind, Op, OpError},
+    },
+};
 
 mod attach;
 mod control_verbs;
@@ -23,8 +30,8 @@ mod top;
 /// The filter runs in the kernel on its own once attached, with its state in
 /// pinned maps under --pin-dir. `filter-ctl run` is the controller that
 /// promotes offenders; the other verbs talk to it over --socket when it
-/// runs (so their changes are audited), and work on the pinned maps
-/// directly when it does not.
+/// runs, and apply the same operations to the pinned maps themselves when
+/// it does not (audited to --audit-log, marked offline).
 #[derive(Debug, Parser)]
 #[command(name = "filter-ctl", version, propagate_version = true)]
 pub struct Cli {
@@ -54,6 +61,33 @@ pub struct Global {
         default_value = crate::policy::DEFAULT_SOCKET
     )]
     pub socket: PathBuf,
+    /// The audit log that changes made with no controller running go to
+    /// (a running controller writes its policy's).
+    #[arg(
+        long,
+        global = true,
+        env = "FILTER_AUDIT_LOG",
+        hide_env_values = true,
+        default_value = crate::policy::DEFAULT_AUDIT_LOG
+    )]
+    pub audit_log: PathBuf,
+}
+
+impl Global {
+    /// Applies `op` through the running controller; with none running, the
+    /// same service code applies it to the pinned maps here (validated and
+    /// audited the same way, the audit line saying it was offline).
+    fn call(&self, op: Op) -> Result<Done, OpError> {
+        match Client::new(&self.socket).call(&op) {
+            Err(e) if e.kind == ErrorKind::NotRunning => {
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                let uid = unsafe { libc::geteuid() };
+                Core::offline(&self.pin_dir, &self.audit_log, &op)?
+                    .apply(&Caller::Offline { uid }, op)
+            }
+            answer => answer,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,10 @@ use super::Global;
 use crate::{
     api::unix,
     policy::Policy,
-    service::controller::{self, RunOptions},
+    service::{
+        controller::{self, RunOptions},
+        Service,
+    },
 };
 
 /// Requests waiting for the control loop at most; more wait to be queued.
@@ -44,13 +47,13 @@ impl Run {
             // touches the maps or the links of the first.
             let socket = policy.control_socket.clone();
             let listener = unix::bind(&socket)?;
-            let (calls, rx) = tokio::sync::mpsc::channel(QUEUED_CALLS);
-            let server = tokio::spawn(unix::serve(listener, calls));
+            let (service, calls) = Service::channel(QUEUED_CALLS);
+            let server = tokio::spawn(unix::serve(listener, service));
             let opts = RunOptions {
                 policy_path: self.config,
                 interfaces: self.interfaces,
             };
-            let result = controller::run(opts, policy, rx).await;
+            let result = controller::run(opts, policy, calls).await;
             server.abort();
             let _ = std::fs::remove_file(&socket);
             result

@@ -1,7 +1,7 @@
 use clap::Args;
 
 use super::{print_json, Global};
-use crate::kernel::{loader, maps::Maps};
+use crate::service::ops::{Done, Op};
 
 /// Show packet and byte totals per verdict reason since the maps were
 /// created, and where the filter is attached.
@@ -14,18 +14,11 @@ pub struct Stats {
     json: bool,
 }
 
-#[derive(serde::Serialize)]
-struct Report {
-    attached: Vec<String>,
-    reasons: Vec<crate::kernel::maps::ReasonStats>,
-}
-
 impl Stats {
     pub fn execute(self, g: &Global) -> anyhow::Result<()> {
-        let maps = Maps::from_pins(&g.pin_dir)?;
-        let report = Report {
-            attached: loader::attached_interfaces(&g.pin_dir),
-            reasons: maps.stats()?,
+        let report = match g.call(Op::Stats)? {
+            Done::Stats(report) => report,
+            other => return Err(other.unexpected().into()),
         };
         if self.json {
             return print_json(&report);

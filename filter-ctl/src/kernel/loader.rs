@@ -125,7 +125,7 @@ pub fn check_pinned_layouts(dir: &Path) -> Result<()> {
             .and_then(|m| m.info())
             .map_err(|error| Error::Map {
                 what,
-                error: Box::new(error),
+                source: Box::new(error),
             })?;
         let found = (info.key_size(), info.value_size());
         let expected = (def.key_size, def.value_size);
@@ -175,7 +175,7 @@ pub fn load_with(pin_dir: Option<&Path>, caps: &Capacities) -> Result<Ebpf> {
     }
     let mut ebpf = loader
         .load(crate::FILTER_OBJECT)
-        .map_err(|e| Error::Load(e.to_string()))?;
+        .map_err(|e| Error::Object(Box::new(e)))?;
     program(&mut ebpf)?.load().map_err(load_error)?;
     Ok(ebpf)
 }

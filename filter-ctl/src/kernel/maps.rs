@@ -11,7 +11,7 @@ use filter_common::{
     maps as catalog, Config, ListEntry, Reason, SourceCounters, SourceKey, StatValue, LIST_NOTE_LEN,
 };
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
@@ -20,21 +20,30 @@ use crate::{
 };
 
 /// Which list an entry goes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListKind {
     Allow,
     Block,
 }
 
+impl std::fmt::Display for ListKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ListKind::Allow => "allow",
+            ListKind::Block => "block",
+        })
+    }
+}
+
 /// One list entry as the CLI shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListedEntry {
     pub net: IpNet,
     pub list: ListKind,
     /// "exact" or "cidr" (the map that holds it).
-    pub matches: &'static str,
-    pub reason: &'static str,
+    pub matches: String,
+    pub reason: String,
     /// What it drops: `all` (a block) or the classes of a restriction.
     pub scope: String,
     pub note: String,
@@ -47,9 +56,9 @@ pub struct ListedEntry {
 }
 
 /// Totals of one verdict reason over all CPUs.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReasonStats {
-    pub reason: &'static str,
+    pub reason: String,
     pub drops: bool,
     pub packets: u64,
     pub bytes: u64,
@@ -66,13 +75,15 @@ pub struct Maps {
     block_v6: HashMap<MapData, [u8; 16], ListEntry>,
     block_net_v4: LpmTrie<MapData, [u8; 4], ListEntry>,
     block_net_v6: LpmTrie<MapData, [u8; 16], ListEntry>,
+    /// Where the maps are pinned, when they were opened from their pins.
+    pin_dir: Option<std::path::PathBuf>,
 }
 
 fn map_err(what: impl Into<String>) -> impl FnOnce(aya::maps::MapError) -> Error {
     let what = what.into();
     move |error| Error::Map {
         what,
-        error: Box::new(error),
+        source: Box::new(error),
     }
 }
 
@@ -103,12 +114,19 @@ impl Maps {
                 })
             }
         }
-        Self::build(|name| {
+        let mut maps = Self::build(|name| {
             let path = dir.join(name);
             let data = MapData::from_pin(&path)
                 .map_err(map_err(format!("opening pinned map {}", path.display())))?;
             Map::from_map_data(data).map_err(map_err(format!("reading map {}", path.display())))
-        })
+        })?;
+        maps.pin_dir = Some(dir.to_owned());
+        Ok(maps)
+    }
+
+    /// Where the maps are pinned (None for maps taken from an object).
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
     }
 
     fn build(mut get: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
@@ -131,6 +149,7 @@ impl Maps {
             block_v6: typed!(catalog::BLOCK_V6.name),
             block_net_v4: typed!(catalog::BLOCK_NET_V4.name),
             block_net_v6: typed!(catalog::BLOCK_NET_V6.name),
+            pin_dir: None,
         })
     }
 
@@ -283,7 +302,7 @@ impl Maps {
                     .get(&(reason as u32), 0)
                     .map_err(map_err("reading STATS"))?;
                 Ok(ReasonStats {
-                    reason: reason.name(),
+                    reason: reason.name().to_owned(),
                     drops: reason.drops(),
                     packets: per_cpu.iter().map(|v| v.packets).sum(),
                     bytes: per_cpu.iter().map(|v| v.bytes).sum(),
@@ -387,7 +406,7 @@ fn net_v6(octets: [u8; 16], prefix: u32) -> IpNet {
         .unwrap_or_else(|_| IpNet::from(IpAddr::from(octets)))
 }
 
-fn listed(
+pub fn listed(
     net: IpNet,
     list: ListKind,
     matches: &'static str,
@@ -398,8 +417,8 @@ fn listed(
     ListedEntry {
         net,
         list,
-        matches,
-        reason: filter_common::list_reason::name(raw.reason),
+        matches: matches.to_owned(),
+        reason: filter_common::list_reason::name(raw.reason).to_owned(),
         scope: scope_text(raw.scope),
         note: note_text(&raw.note),
         added_unix_s: raw.added_unix_s,

@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{kernel::maps::ListKind, model::metric::Metric};
+use crate::{kernel::maps::ListKind, model::metric::Metric, service::ops::Caller};
 
 /// Everything the audit log records, one variant per event: the only
 /// vocabulary of the log (and later of the webhook and the metrics).
@@ -55,24 +55,28 @@ pub enum AuditEvent {
     Expire {
         list: ListKind,
         net: IpNet,
-        reason: &'static str,
+        reason: String,
         note: String,
     },
     AdminBlock {
         net: IpNet,
         ttl_s: Option<u64>,
         reason: String,
+        by: Caller,
     },
     AdminAllow {
         net: IpNet,
         ttl_s: Option<u64>,
         reason: String,
+        by: Caller,
     },
     AdminUnblock {
         net: IpNet,
+        by: Caller,
     },
     AdminDisallow {
         net: IpNet,
+        by: Caller,
     },
     SetThreshold {
         name: Metric,
@@ -81,10 +85,13 @@ pub enum AuditEvent {
         /// An override was set (false: back to the policy's value).
         #[serde(rename = "override")]
         overridden: bool,
+        by: Caller,
     },
     Reload {
         policy: PathBuf,
         interfaces: Vec<String>,
+        /// Who asked: a client, or the controller itself on SIGHUP.
+        by: Caller,
     },
     ReloadRejected {
         error: String,
@@ -113,6 +120,15 @@ impl AuditLog {
         };
         log.file = Some(log.reopen()?);
         Ok(log)
+    }
+
+    /// A log opened at its first record: for callers that may never write
+    /// (an offline read must not need a writable log directory).
+    pub fn unopened(path: &Path) -> AuditLog {
+        AuditLog {
+            path: path.to_owned(),
+            file: None,
+        }
     }
 
     fn reopen(&self) -> std::io::Result<File> {
@@ -256,6 +272,7 @@ mod tests {
             net: "192.0.2.1/32".parse().unwrap(),
             ttl_s: Some(60),
             reason: "ticket 1".into(),
+            by: Caller::Offline { uid: 0 },
         });
         log.record(&AuditEvent::Stop {
             signal: "SIGTERM".into(),
@@ -275,6 +292,7 @@ mod tests {
         assert_eq!(lines[0]["event"], "admin_block");
         assert_eq!(lines[0]["net"], "192.0.2.1/32");
         assert_eq!(lines[0]["ttl_s"], 60);
+        assert_eq!(lines[0]["by"]["via"], "offline");
         assert!(lines[0]["ts"].as_str().unwrap().ends_with('Z'));
         assert_eq!(
             (lines[1]["event"].as_str(), lines[1]["detached"].as_bool()),

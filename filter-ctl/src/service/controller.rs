@@ -1,12 +1,11 @@
-//! `filter-ctl run`: the controller. It attaches the filter per the policy,
-//! then every interval reads the per-source counters, promotes sources over
-//! a threshold to the blocklist (escalating repeat offenders), removes
-//! expired entries, and answers the admin CLI on its control socket. All of
-//! it is audited. The data path never depends on it: if the controller
-//! dies, the pinned program keeps filtering with the pinned maps.
+//! `filter-ctl run`: the controller's life-cycle. It attaches the filter per
+//! the policy, keeps the policy's lists in the maps, runs the tick
+//! (`monitor`), answers the admin operations between ticks, reloads the
+//! policy and stops. All of it is audited. The data path never depends on
+//! it: if the controller dies, the pinned program keeps filtering with the
+//! pinned maps.
 
 use std::{
-    collections::HashMap,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -14,23 +13,26 @@ use std::{
 use anyhow::{bail, Context as _};
 use filter_common::list_reason;
 use ipnet::IpNet;
-use serde_json::json;
 use tokio::{
     signal::unix::{signal, SignalKind},
-    sync::{mpsc, oneshot},
+    sync::mpsc,
 };
 
 use crate::{
-    detect::{self, Listed, Snapshot},
-    kernel::loader,
-    kernel::maps::{new_entry, scope_text, ListKind, Maps},
-    model::addr::{parse_net, source_net},
-    model::clock,
-    model::metric::Metric,
+    kernel::{
+        conns::Ages,
+        loader,
+        maps::{new_entry, ListKind, Maps},
+    },
+    model::{metric::Metric, snapshot::Snapshot},
     policy::{Policy, Thresholds},
-    service::audit::{AuditEvent, AuditLog},
-    service::ops::{Request, Response},
-    service::state::State,
+    service::{
+        audit::{AuditEvent, AuditLog},
+        core::Core,
+        ops::{Caller, Done, ErrorKind, Op, OpError, StatusReport, ThresholdRow},
+        state::State,
+        Call,
+    },
 };
 
 /// Options from the command line that complement the policy file.
@@ -42,22 +44,21 @@ pub struct RunOptions {
 }
 
 pub struct Controller {
-    opts: RunOptions,
-    policy: Policy,
-    maps: Maps,
-    audit: AuditLog,
-    state: State,
-    prev: Snapshot,
-    attached: Vec<String>,
-    started: Instant,
-    cycles: u64,
-    last_cycle: Duration,
-    promotions: u64,
-    expiries: u64,
+    pub(super) opts: RunOptions,
+    pub(super) policy: Policy,
+    pub(super) core: Core<Maps>,
+    pub(super) state: State,
+    pub(super) prev: Snapshot,
+    pub(super) attached: Vec<String>,
+    pub(super) started: Instant,
+    pub(super) cycles: u64,
+    pub(super) last_cycle: Duration,
+    pub(super) promotions: u64,
+    pub(super) expiries: u64,
     /// Reading the host's connections failed last time (logged once).
-    conns_error: bool,
+    pub(super) conns_error: bool,
     /// When each inbound connection was first seen (slow connections).
-    ages: crate::kernel::conns::Ages,
+    pub(super) ages: Ages,
 }
 
 impl Controller {
@@ -109,8 +110,10 @@ impl Controller {
             opts,
             prev: Snapshot::default(),
             attached: interfaces,
-            maps,
-            audit,
+            core: Core {
+                kernel: maps,
+                audit,
+            },
             state,
             started: Instant::now(),
             cycles: 0,
@@ -118,13 +121,13 @@ impl Controller {
             promotions: 0,
             expiries: 0,
             conns_error: false,
-            ages: crate::kernel::conns::Ages::default(),
+            ages: Ages::default(),
             policy,
         };
         c.sync_policy_lists()?;
         c.prune_audit();
-        c.prev = c.maps.snapshot()?;
-        c.audit.record(&AuditEvent::Start {
+        c.prev = c.core.kernel.snapshot()?;
+        c.core.audit.record(&AuditEvent::Start {
             policy: c.opts.policy_path.clone(),
             interfaces: c.attached.clone(),
             readopted: adopted,
@@ -166,173 +169,37 @@ impl Controller {
             (ListKind::Block, self.policy.block.clone()),
         ] {
             let wanted: Vec<IpNet> = nets.iter().map(|n| n.0).collect();
-            for e in self.maps.entries(list)? {
+            for e in self.core.kernel.entries(list)? {
                 if e.raw.reason == list_reason::POLICY && !wanted.contains(&e.net) {
-                    self.maps.remove(list, e.net)?;
+                    self.core.kernel.remove(list, e.net)?;
                 }
             }
             if list == ListKind::Block {
-                self.lift_restrictions_within(&wanted)?;
+                self.core.lift_restrictions_within(&wanted)?;
             }
             let entry = new_entry(list_reason::POLICY, None, "policy");
             for net in wanted {
-                self.maps.insert(list, net, &entry)?;
+                self.core.kernel.insert(list, net, &entry)?;
             }
         }
         Ok(())
-    }
-
-    /// One control-loop step.
-    pub fn cycle(&mut self) -> anyhow::Result<()> {
-        let t0 = Instant::now();
-        let cur = self.maps.snapshot()?;
-        let thresholds = self.thresholds().by_metric();
-        let held = self.held_connections(&thresholds);
-        let detections = detect::detect(&self.prev, &cur, &held, thresholds);
-        // One listing of each list per cycle: the sweep removes what has
-        // expired and returns what is live, which promotion then consults.
-        let allow: Vec<IpNet> = self
-            .sweep_expired(ListKind::Allow)?
-            .into_iter()
-            .map(|l| l.net)
-            .collect();
-        let blocked = self.sweep_expired(ListKind::Block)?;
-        if !detections.is_empty() {
-            let prefix = self.policy.ipv6_prefix;
-            let now_unix = clock::unix_now_s();
-            for (net, scope, d) in
-                detect::promotable(detections, |k| source_net(k, prefix), &allow, &blocked)
-            {
-                let (ttl, offense) =
-                    self.state
-                        .offenders
-                        .promote(&net, now_unix, &self.policy.blocking);
-                let note = d.note();
-                let mut entry = new_entry(list_reason::DETECTOR, Some(ttl), &note);
-                entry.scope = scope;
-                self.maps.insert(ListKind::Block, net, &entry)?;
-                self.promotions += 1;
-                let action = if scope == 0 { "block" } else { "restrict" };
-                self.audit.record(&AuditEvent::Promote {
-                    source: net,
-                    reason: d.reason(),
-                    action,
-                    scope: scope_text(scope),
-                    rate: (d.rate * 10.0).round() / 10.0,
-                    threshold: d.threshold,
-                    ttl_s: ttl.as_secs(),
-                    offense,
-                });
-                log::warn!(
-                    "{action} {net} ({}) for {}: {note}",
-                    scope_text(scope),
-                    humantime::format_duration(ttl)
-                );
-            }
-            self.state.offenders.prune(now_unix, &self.policy.blocking);
-            self.save_state();
-        }
-        self.prev = cur;
-        self.cycles += 1;
-        self.last_cycle = t0.elapsed();
-        Ok(())
-    }
-
-    /// The inbound connections each source holds, when a threshold needs
-    /// them. A failure to read them is logged once and judged as none.
-    fn held_connections(
-        &mut self,
-        thresholds: &[u64; detect::METRIC_COUNT],
-    ) -> HashMap<filter_common::SourceKey, crate::kernel::conns::Held> {
-        let gauges = [
-            detect::IDLE_CONNECTIONS,
-            detect::CONCURRENT_CONNECTIONS,
-            detect::SLOW_CONNECTIONS,
-        ];
-        if gauges.iter().all(|&g| thresholds[g] == 0) {
-            return HashMap::new();
-        }
-        match crate::kernel::conns::inbound(
-            self.policy.ipv6_prefix,
-            &self.policy.connections,
-            &mut self.ages,
-            Instant::now(),
-        ) {
-            Ok(held) => {
-                self.conns_error = false;
-                held
-            }
-            Err(e) => {
-                if !self.conns_error {
-                    log::error!("reading the host's connections (sock_diag): {e}");
-                    self.conns_error = true;
-                }
-                HashMap::new()
-            }
-        }
-    }
-
-    /// Removes the detector's restrictions inside any of `nets`, which are
-    /// about to be blocked: a longer-prefix restriction would otherwise be
-    /// the match the kernel finds first for an IPv6 /64, and let the
-    /// source's connections through a block meant to stop everything. The
-    /// block list is read once, however many nets.
-    fn lift_restrictions_within(&mut self, nets: &[IpNet]) -> anyhow::Result<()> {
-        for e in self.maps.entries(ListKind::Block)? {
-            if e.raw.scope == 0 {
-                continue;
-            }
-            let Some(&inside) = nets.iter().find(|n| **n != e.net && n.contains(&e.net)) else {
-                continue;
-            };
-            self.maps.remove(ListKind::Block, e.net)?;
-            self.audit.record(&AuditEvent::RestrictionLifted {
-                net: e.net,
-                scope: e.scope,
-                inside,
-            });
-        }
-        Ok(())
-    }
-
-    /// Removes the entries of `list` whose expiry has passed (the kernel
-    /// already ignores them), audits each, and returns the live ones.
-    fn sweep_expired(&mut self, list: ListKind) -> anyhow::Result<Vec<Listed>> {
-        let mut live = Vec::new();
-        for e in self.maps.entries(list)? {
-            if !e.expired {
-                live.push(Listed {
-                    net: e.net,
-                    scope: e.raw.scope,
-                });
-                continue;
-            }
-            self.maps.remove(list, e.net)?;
-            self.expiries += 1;
-            self.audit.record(&AuditEvent::Expire {
-                list,
-                net: e.net,
-                reason: e.reason,
-                note: e.note,
-            });
-        }
-        Ok(live)
     }
 
     /// Applies the audit retention; logs and audits what it removed.
     pub fn prune_audit(&mut self) {
         let retention = self.policy.audit.retention;
-        match self.audit.prune(retention.0, std::time::SystemTime::now()) {
+        let audit = &mut self.core.audit;
+        match audit.prune(retention.0, std::time::SystemTime::now()) {
             Ok(0) => {}
-            Ok(n) => self.audit.record(&AuditEvent::AuditPruned {
+            Ok(n) => audit.record(&AuditEvent::AuditPruned {
                 lines: n,
                 retention: retention.to_string(),
             }),
-            Err(e) => log::error!("pruning audit log {}: {e}", self.audit.path().display()),
+            Err(e) => log::error!("pruning audit log {}: {e}", audit.path().display()),
         }
     }
 
-    fn save_state(&mut self) {
+    pub(super) fn save_state(&mut self) {
         if let Err(e) = self.state.save(&self.policy.state_dir) {
             log::error!("saving state: {e:#}");
         }
@@ -340,11 +207,11 @@ impl Controller {
 
     /// Re-reads the policy. If it is invalid, nothing changes and the error
     /// says why.
-    pub fn reload(&mut self) -> anyhow::Result<String> {
+    pub fn reload(&mut self, by: &Caller) -> anyhow::Result<String> {
         let new = match Policy::load(&self.opts.policy_path) {
             Ok(p) => p,
             Err(e) => {
-                self.audit.record(&AuditEvent::ReloadRejected {
+                self.core.audit.record(&AuditEvent::ReloadRejected {
                     error: e.to_string(),
                 });
                 return Err(e.into());
@@ -352,7 +219,7 @@ impl Controller {
         };
         if new.pin_dir != self.policy.pin_dir {
             let e = anyhow::anyhow!("pin_dir cannot change on reload (restart the controller)");
-            self.audit.record(&AuditEvent::ReloadRejected {
+            self.core.audit.record(&AuditEvent::ReloadRejected {
                 error: e.to_string(),
             });
             return Err(e);
@@ -376,14 +243,15 @@ impl Controller {
         for iface in self.attached.iter().filter(|i| !interfaces.contains(i)) {
             loader::detach(iface, &new.pin_dir, false)?;
         }
-        self.maps.set_config(&config)?;
-        self.maps
+        self.core.kernel.set_config(&config)?;
+        self.core
+            .kernel
             .set_ports(new.ports.tcp.listed(), new.ports.udp.listed())?;
         if let Some(log) = new_audit {
-            self.audit.record(&AuditEvent::AuditMoved {
+            self.core.audit.record(&AuditEvent::AuditMoved {
                 to: new.audit.path.clone(),
             });
-            self.audit = log;
+            self.core.audit = log;
         }
         self.attached = interfaces;
         self.policy = new;
@@ -393,133 +261,104 @@ impl Controller {
             self.opts.policy_path.display(),
             self.attached.join(", ")
         );
-        self.audit.record(&AuditEvent::Reload {
+        self.core.audit.record(&AuditEvent::Reload {
             policy: self.opts.policy_path.clone(),
             interfaces: self.attached.clone(),
+            by: by.clone(),
         });
         Ok(msg)
     }
 
-    /// Answers one admin request.
-    pub fn handle(&mut self, req: Request) -> Response {
-        match self.try_handle(req) {
-            Ok(data) => Response::ok(data),
-            Err(e) => Response::err(format!("{e:#}")),
-        }
-    }
-
-    fn try_handle(&mut self, req: Request) -> anyhow::Result<serde_json::Value> {
-        match req {
-            Request::Status => Ok(self.status()?),
-            Request::GetThresholds => Ok(self.thresholds_json()),
-            Request::SetThreshold { name, value } => {
-                let old = self.thresholds().get(name);
-                match value {
-                    Some(v) => self.state.threshold_overrides.insert(name, v),
-                    None => self.state.threshold_overrides.remove(&name),
-                };
-                self.save_state();
-                // The kernel counts scans against closed_ports itself.
-                self.maps
-                    .set_config(&self.policy.kernel_config(&self.thresholds()))?;
-                let new = self.thresholds().get(name);
-                self.audit.record(&AuditEvent::SetThreshold {
-                    name,
-                    old,
-                    new,
-                    overridden: value.is_some(),
-                });
-                Ok(json!({"name": name, "old": old, "new": new}))
-            }
-            Request::Reload => Ok(json!({"message": self.reload()?})),
-            Request::Block { net, ttl_s, reason } => {
-                self.admin_add(ListKind::Block, &net, ttl_s, &reason)
-            }
-            Request::Allow { net, ttl_s, reason } => {
-                self.admin_add(ListKind::Allow, &net, ttl_s, &reason)
-            }
-            Request::Unblock { net } => self.admin_remove(ListKind::Block, &net),
-            Request::Disallow { net } => self.admin_remove(ListKind::Allow, &net),
-        }
-    }
-
-    fn admin_add(
-        &mut self,
-        list: ListKind,
-        net: &str,
-        ttl_s: Option<u64>,
-        reason: &str,
-    ) -> anyhow::Result<serde_json::Value> {
-        let net = parse_net(net)?;
-        let ttl = ttl_s.map(Duration::from_secs);
-        if list == ListKind::Block {
-            self.lift_restrictions_within(&[net])?;
-        }
-        self.maps
-            .insert(list, net, &new_entry(list_reason::ADMIN, ttl, reason))?;
-        let reason = reason.to_owned();
-        self.audit.record(&match list {
-            ListKind::Block => AuditEvent::AdminBlock { net, ttl_s, reason },
-            ListKind::Allow => AuditEvent::AdminAllow { net, ttl_s, reason },
-        });
-        Ok(json!({"net": net.to_string(), "ttl_s": ttl_s}))
-    }
-
-    fn admin_remove(&mut self, list: ListKind, net: &str) -> anyhow::Result<serde_json::Value> {
-        let net = parse_net(net)?;
-        if !self.maps.remove(list, net)? {
-            bail!(
-                "{net} is not in the {} list",
-                if list == ListKind::Block {
-                    "block"
-                } else {
-                    "allow"
+    /// Answers one admin operation: those that need the policy or the
+    /// state here, the rest by the same code the CLI runs offline.
+    pub fn apply(&mut self, who: &Caller, op: Op) -> Result<Done, OpError> {
+        match op {
+            Op::Status => self.status().map(|s| Done::Status(Box::new(s))),
+            Op::Thresholds => Ok(Done::Thresholds {
+                rows: self.threshold_rows(),
+            }),
+            Op::SetThreshold { metric, value } => self.set_threshold(who, metric, value),
+            Op::Reload => match self.reload(who) {
+                Ok(message) => Ok(Done::Reloaded { message }),
+                Err(e) if e.is::<crate::policy::PolicyError>() => {
+                    Err(OpError::new(ErrorKind::BadInput, format!("{e:#}")))
                 }
-            );
+                Err(e) => Err(OpError::kernel(e)),
+            },
+            // Rates since the last cycle: no waiting, and what the
+            // detector will judge next.
+            Op::Top { by, limit, .. } => self.core.top_since(&self.prev, by, limit).map(Done::Top),
+            op => self.core.apply(who, op),
         }
-        self.audit.record(&match list {
-            ListKind::Block => AuditEvent::AdminUnblock { net },
-            ListKind::Allow => AuditEvent::AdminDisallow { net },
-        });
-        Ok(json!({"net": net.to_string()}))
     }
 
-    fn thresholds_json(&self) -> serde_json::Value {
+    fn set_threshold(
+        &mut self,
+        who: &Caller,
+        metric: Metric,
+        value: Option<u64>,
+    ) -> Result<Done, OpError> {
+        let old = self.thresholds().get(metric);
+        let before = self.state.threshold_overrides.clone();
+        match value {
+            Some(v) => self.state.threshold_overrides.insert(metric, v),
+            None => self.state.threshold_overrides.remove(&metric),
+        };
+        // The kernel counts scans against closed_ports itself.
+        let config = self.policy.kernel_config(&self.thresholds());
+        if let Err(e) = self.core.kernel.set_config(&config) {
+            self.state.threshold_overrides = before;
+            return Err(OpError::kernel(e));
+        }
+        self.save_state();
+        let new = self.thresholds().get(metric);
+        self.core.audit.record(&AuditEvent::SetThreshold {
+            name: metric,
+            old,
+            new,
+            overridden: value.is_some(),
+            by: who.clone(),
+        });
+        Ok(Done::ThresholdSet { metric, old, new })
+    }
+
+    fn threshold_rows(&self) -> Vec<ThresholdRow> {
         let t = self.thresholds();
         let p = self.policy.thresholds;
-        let rows: Vec<serde_json::Value> = Metric::ALL
+        Metric::ALL
             .iter()
-            .map(|&m| {
-                json!({
-                    "name": m,
-                    "value": t.get(m),
-                    "policy": p.get(m),
-                    "overridden": self.state.threshold_overrides.contains_key(&m),
-                })
+            .map(|&m| ThresholdRow {
+                name: m,
+                value: t.get(m),
+                policy: p.get(m),
+                overridden: self.state.threshold_overrides.contains_key(&m),
             })
-            .collect();
-        serde_json::Value::Array(rows)
+            .collect()
     }
 
-    fn status(&self) -> anyhow::Result<serde_json::Value> {
-        let blocked = self.maps.entries(ListKind::Block)?;
-        Ok(json!({
-            "pid": std::process::id(),
-            "uptime_s": self.started.elapsed().as_secs(),
-            "policy": self.opts.policy_path,
-            "interfaces": self.attached,
-            "xdp_mode": self.policy.xdp_mode,
-            "interval_ms": self.policy.interval.0.as_millis() as u64,
-            "pin_dir": self.policy.pin_dir,
-            "audit_log": self.audit.path(),
-            "cycles": self.cycles,
-            "last_cycle_ms": self.last_cycle.as_secs_f64() * 1e3,
-            "tracked_sources": self.prev.sources.len(),
-            "blocked_entries": blocked.iter().filter(|e| !e.expired).count(),
-            "promotions": self.promotions,
-            "expiries": self.expiries,
-            "thresholds": self.thresholds_json(),
-        }))
+    fn status(&self) -> Result<StatusReport, OpError> {
+        let blocked = self
+            .core
+            .kernel
+            .entries(ListKind::Block)
+            .map_err(OpError::kernel)?;
+        Ok(StatusReport {
+            pid: std::process::id(),
+            uptime_s: self.started.elapsed().as_secs(),
+            policy: self.opts.policy_path.clone(),
+            interfaces: self.attached.clone(),
+            xdp_mode: self.policy.xdp_mode,
+            interval_ms: self.policy.interval.0.as_millis() as u64,
+            pin_dir: self.policy.pin_dir.clone(),
+            audit_log: self.core.audit.path().to_owned(),
+            cycles: self.cycles,
+            last_cycle_ms: self.last_cycle.as_secs_f64() * 1e3,
+            tracked_sources: self.prev.sources.len(),
+            blocked_entries: blocked.iter().filter(|e| !e.expired).count(),
+            promotions: self.promotions,
+            expiries: self.expiries,
+            thresholds: self.threshold_rows(),
+        })
     }
 
     /// Called on SIGTERM/SIGINT.
@@ -528,23 +367,15 @@ impl Controller {
         if detach {
             for iface in &self.attached {
                 if let Err(e) = loader::detach(iface, &self.policy.pin_dir, false) {
-                    log::error!("detach {iface}: {e}");
+                    log::error!("detach {iface}: {:#}", anyhow::Error::from(e));
                 }
             }
         }
-        self.audit.record(&AuditEvent::Stop {
+        self.core.audit.record(&AuditEvent::Stop {
             signal: signal.to_owned(),
             detached: detach,
         });
     }
-}
-
-/// An admin request and where its answer goes: what a transport hands the
-/// control loop. The loop answers between cycles and never waits on the
-/// client; the transport owns the connection and its timeouts.
-pub struct Call {
-    pub req: Request,
-    pub reply: oneshot::Sender<Response>,
 }
 
 /// Runs the controller with `policy` (loaded from `opts.policy_path`) until
@@ -579,11 +410,11 @@ pub async fn run(
             }
             Some(call) = calls.recv() => {
                 // The client may have gone: its answer is then dropped.
-                let _ = call.reply.send(c.handle(call.req));
+                let _ = call.reply.send(c.apply(&call.who, call.op));
             }
             _ = hourly.tick() => c.prune_audit(),
             _ = hup.recv() => {
-                match c.reload() {
+                match c.reload(&Caller::Controller) {
                     Ok(msg) => log::info!("{msg}"),
                     Err(e) => log::error!("reload rejected, running policy unchanged: {e:#}"),
                 }

@@ -1,63 +1,415 @@
-//! The admin operations the service answers, as they travel: one JSON
-//! request and one JSON response per connection (the transports in
-//! `api/` carry them; the service owns their vocabulary).
+//! The vocabulary of the service: every admin operation ([`Op`]), its
+//! reply ([`Done`]) and its failure ([`OpError`]), and who asked
+//! ([`Caller`]). The transports in `api/` carry these as they are (serde);
+//! they never define their own.
 
+use std::time::Duration;
+
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::model::metric::Metric;
+use crate::{
+    kernel::maps::{ListKind, ListedEntry, ReasonStats},
+    model::metric::Metric,
+};
 
+/// One admin operation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Request {
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// The running controller: interfaces, cycles, counts. Needs it.
     Status,
-    GetThresholds,
-    /// `value: None` drops the override (back to the policy's value).
-    SetThreshold {
-        name: Metric,
-        value: Option<u64>,
+    /// Verdict totals per reason, and where the filter is attached.
+    Stats,
+    /// The entries of one list.
+    List { list: ListKind },
+    /// Tracked sources with their counters, largest `sort` first.
+    Sources {
+        sort: SourceSort,
+        /// 0 = all.
+        limit: usize,
     },
+    /// Sources ranked by a rate. A running controller measures since its
+    /// last cycle; with none, two readings `window` apart are taken.
+    Top {
+        by: TopBy,
+        limit: usize,
+        window: Duration,
+    },
+    /// Add or replace an entry (an admin entry).
+    Add {
+        list: ListKind,
+        net: IpNet,
+        ttl_s: Option<u64>,
+        reason: String,
+    },
+    /// Remove an entry; [`ErrorKind::NotListed`] if it is not there.
+    Remove { list: ListKind, net: IpNet },
+    /// The effective thresholds. Needs the controller.
+    Thresholds,
+    /// Override one threshold (`None`: back to the policy's value). Needs
+    /// the controller.
+    SetThreshold { metric: Metric, value: Option<u64> },
+    /// Re-read the policy file. Needs the controller.
     Reload,
-    Block {
-        net: String,
-        ttl_s: Option<u64>,
-        reason: String,
-    },
-    Unblock {
-        net: String,
-    },
-    Allow {
-        net: String,
-        ttl_s: Option<u64>,
-        reason: String,
-    },
-    Disallow {
-        net: String,
-    },
 }
 
+impl Op {
+    /// Whether the operation changes anything (it is then audited).
+    pub fn edits(&self) -> bool {
+        matches!(
+            self,
+            Op::Add { .. } | Op::Remove { .. } | Op::SetThreshold { .. } | Op::Reload
+        )
+    }
+}
+
+/// Who asked: recorded in the audit log with every change (never a secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum Caller {
+    /// A client of the control socket (uid from the peer's credentials).
+    Socket { uid: u32 },
+    /// The CLI working on the pinned maps itself, no controller running.
+    Offline { uid: u32 },
+    /// The controller itself (policy lists, promotions).
+    Controller,
+}
+
+/// The reply to each [`Op`], in the same order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Response {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub data: serde_json::Value,
+#[serde(tag = "done", rename_all = "snake_case")]
+pub enum Done {
+    Status(Box<StatusReport>),
+    Stats(StatsReport),
+    List { entries: Vec<ListedEntry> },
+    Sources { rows: Vec<SourceRow> },
+    Top(TopReport),
+    Added { net: IpNet, ttl_s: Option<u64> },
+    Removed { net: IpNet },
+    Thresholds { rows: Vec<ThresholdRow> },
+    ThresholdSet { metric: Metric, old: u64, new: u64 },
+    Reloaded { message: String },
 }
 
-impl Response {
-    pub fn ok(data: serde_json::Value) -> Response {
-        Response {
-            ok: true,
-            error: None,
-            data,
+impl Done {
+    /// The reply was not the one the operation has (a client and a
+    /// controller of different versions).
+    pub fn unexpected(self) -> OpError {
+        OpError::new(
+            ErrorKind::Unavailable,
+            format!("unexpected reply from the controller: {self:?}"),
+        )
+    }
+}
+
+/// What went wrong, as a client can act on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Remove of an entry that is not in the list.
+    NotListed,
+    /// An argument the service refuses (address, value, policy).
+    BadInput,
+    /// A map is full.
+    Full,
+    /// The caller lacks the privileges (EPERM/EACCES from the kernel).
+    Denied,
+    /// Any other failure of a kernel operation.
+    Kernel,
+    /// The operation needs the controller and none is running.
+    NotRunning,
+    /// The controller is stopping, did not answer, or answered nonsense.
+    Unavailable,
+}
+
+/// A failed operation: a kind to match on, a message for the operator, and
+/// the cause it came from, whose own causes are this error's sources (so
+/// `{:#}` prints the chain once, and an errno is found in it). On the far
+/// side of a transport only the kind and the whole text arrive.
+#[derive(Debug)]
+pub struct OpError {
+    pub kind: ErrorKind,
+    message: String,
+    cause: Option<anyhow::Error>,
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for OpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // `message` is the cause's own text; its sources follow.
+        self.cause.as_ref().and_then(|c| c.source())
+    }
+}
+
+impl OpError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> OpError {
+        OpError {
+            kind,
+            message: message.into(),
+            cause: None,
         }
     }
 
-    pub fn err(message: impl Into<String>) -> Response {
-        Response {
-            ok: false,
-            error: Some(message.into()),
-            data: serde_json::Value::Null,
+    pub fn bad_input(message: impl Into<String>) -> OpError {
+        OpError::new(ErrorKind::BadInput, message)
+    }
+
+    pub fn not_running(what: &str) -> OpError {
+        OpError::new(
+            ErrorKind::NotRunning,
+            format!(
+                "no controller is running, and {what} needs one; start it with \
+                 `filter-ctl run --config FILE`"
+            ),
+        )
+    }
+
+    /// A kernel operation failed: the kind comes from the errno found in
+    /// the cause chain (a full map, missing privileges), not from its text.
+    pub fn kernel(err: impl Into<anyhow::Error>) -> OpError {
+        let err: anyhow::Error = err.into();
+        let errno = err.chain().find_map(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+        });
+        let kind = match errno {
+            Some(libc::E2BIG | libc::ENOSPC) => ErrorKind::Full,
+            Some(libc::EPERM | libc::EACCES) => ErrorKind::Denied,
+            _ => ErrorKind::Kernel,
+        };
+        OpError {
+            kind,
+            message: err.to_string(),
+            cause: Some(err),
+        }
+    }
+
+    /// The same error with another kind.
+    pub fn with_kind(mut self, kind: ErrorKind) -> OpError {
+        self.kind = kind;
+        self
+    }
+
+    /// The whole text: the message and every cause, `: `-joined.
+    pub fn text(&self) -> String {
+        let mut text = self.message.clone();
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        text
+    }
+
+    /// The form that crosses a transport.
+    pub fn to_wire(&self) -> WireError {
+        WireError {
+            kind: self.kind,
+            message: self.text(),
+        }
+    }
+}
+
+/// [`OpError`] on the wire: `{"kind": "not_listed", "message": "..."}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl From<WireError> for OpError {
+    fn from(w: WireError) -> OpError {
+        OpError::new(w.kind, w.message)
+    }
+}
+
+/// One reply as it travels: exactly one of `ok` and `err`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Ok(Done),
+    Err(WireError),
+}
+
+impl From<Result<Done, OpError>> for Reply {
+    fn from(r: Result<Done, OpError>) -> Reply {
+        match r {
+            Ok(d) => Reply::Ok(d),
+            Err(e) => Reply::Err(e.to_wire()),
+        }
+    }
+}
+
+impl From<Reply> for Result<Done, OpError> {
+    fn from(r: Reply) -> Self {
+        match r {
+            Reply::Ok(d) => Ok(d),
+            Reply::Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The running controller.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub pid: u32,
+    pub uptime_s: u64,
+    pub policy: std::path::PathBuf,
+    pub interfaces: Vec<String>,
+    pub xdp_mode: crate::policy::AttachMode,
+    pub interval_ms: u64,
+    pub pin_dir: std::path::PathBuf,
+    pub audit_log: std::path::PathBuf,
+    pub cycles: u64,
+    pub last_cycle_ms: f64,
+    pub tracked_sources: usize,
+    pub blocked_entries: usize,
+    pub promotions: u64,
+    pub expiries: u64,
+    pub thresholds: Vec<ThresholdRow>,
+}
+
+/// One threshold: effective value, the policy's, and whether an override
+/// (`set threshold`) is in force.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThresholdRow {
+    pub name: Metric,
+    pub value: u64,
+    pub policy: u64,
+    pub overridden: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReport {
+    pub attached: Vec<String>,
+    pub reasons: Vec<ReasonStats>,
+}
+
+/// How `Op::Sources` orders the sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceSort {
+    Packets,
+    Bytes,
+    Syn,
+    SynAck,
+    Ack,
+    Rst,
+    Fin,
+    Unparsed,
+    InConnection,
+    NewConnections,
+    EmptyConnections,
+    ClosedPorts,
+    RateLimited,
+}
+
+/// A tracked source's counters. Class counters other than `syn` count
+/// stray packets only (matching no connection of the host).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceRow {
+    pub source: IpNet,
+    pub syn: u64,
+    pub syn_ack: u64,
+    pub ack: u64,
+    pub rst: u64,
+    pub fin: u64,
+    pub unparsed: u64,
+    /// Packets of the host's connections.
+    pub in_connection: u64,
+    /// Completed handshakes.
+    pub new_connections: u64,
+    /// Connections closed before the source sent data.
+    pub empty_connections: u64,
+    /// SYNs and datagrams to closed ports.
+    pub closed_ports: u64,
+    /// Packets dropped by the source's rate limits.
+    pub rate_limited: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Seconds since the source was first / last counted.
+    pub first_seen_s_ago: f64,
+    pub last_seen_s_ago: f64,
+}
+
+impl SourceRow {
+    pub fn key(&self, sort: SourceSort) -> u64 {
+        match sort {
+            SourceSort::Packets => self.packets,
+            SourceSort::Bytes => self.bytes,
+            SourceSort::Syn => self.syn,
+            SourceSort::SynAck => self.syn_ack,
+            SourceSort::Ack => self.ack,
+            SourceSort::Rst => self.rst,
+            SourceSort::Fin => self.fin,
+            SourceSort::Unparsed => self.unparsed,
+            SourceSort::InConnection => self.in_connection,
+            SourceSort::NewConnections => self.new_connections,
+            SourceSort::EmptyConnections => self.empty_connections,
+            SourceSort::ClosedPorts => self.closed_ports,
+            SourceSort::RateLimited => self.rate_limited,
+        }
+    }
+}
+
+/// What `Op::Top` ranks by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TopBy {
+    Syn,
+    SynAck,
+    Ack,
+    Rst,
+    Fin,
+    NewConnections,
+    EmptyConnections,
+    Pps,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopReport {
+    /// Sources tracked at the second reading.
+    pub tracked: usize,
+    /// What the rates are measured over.
+    pub window_ms: u64,
+    pub rows: Vec<TopRow>,
+}
+
+/// A source's rates (per second) over the window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopRow {
+    pub source: IpNet,
+    pub syn: f64,
+    pub syn_ack: f64,
+    pub ack: f64,
+    pub rst: f64,
+    pub fin: f64,
+    pub new_connections: f64,
+    pub empty_connections: f64,
+    /// Packets of the host's connections per second.
+    pub in_connection_pps: f64,
+    pub pps: f64,
+    pub limited_pps: f64,
+}
+
+impl TopRow {
+    pub fn key(&self, by: TopBy) -> f64 {
+        match by {
+            TopBy::Syn => self.syn,
+            TopBy::SynAck => self.syn_ack,
+            TopBy::Ack => self.ack,
+            TopBy::Rst => self.rst,
+            TopBy::Fin => self.fin,
+            TopBy::NewConnections => self.new_connections,
+            TopBy::EmptyConnections => self.empty_connections,
+            TopBy::Pps => self.pps,
         }
     }
 }
