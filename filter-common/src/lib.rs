@@ -340,7 +340,13 @@ pub struct ListEntry {
     /// Wall-clock seconds since the Unix epoch when the entry was added.
     pub added_unix_s: u64,
     /// Who or what added it: one of [`list_reason`].
-    pub reason: u32,
+    pub reason: u16,
+    /// The entry's own prefix length, written by userspace with the entry
+    /// (0 for entries from builds before it, and for /0). When a prefix
+    /// entry has expired, the kernel looks again below this length, so an
+    /// expired narrow entry never hides a live wider one.
+    pub prefix_len: u8,
+    pub _pad: u8,
     /// What the entry drops: 0 = all traffic of the source (a block);
     /// otherwise a restriction, with one bit per class ([`flag::bit`]): the
     /// source's SYNs (for `syn`) or its stray packets of those classes are
@@ -360,6 +366,8 @@ impl Default for ListEntry {
             expires_ns: 0,
             added_unix_s: 0,
             reason: list_reason::ADMIN,
+            prefix_len: 0,
+            _pad: 0,
             scope: 0,
             note: [0; LIST_NOTE_LEN],
         }
@@ -369,14 +377,14 @@ impl Default for ListEntry {
 /// Values of [`ListEntry::reason`].
 pub mod list_reason {
     /// Added by an operator from the CLI.
-    pub const ADMIN: u32 = 1;
+    pub const ADMIN: u16 = 1;
     /// Listed in the policy file.
-    pub const POLICY: u32 = 2;
+    pub const POLICY: u16 = 2;
     /// Promoted by the controller's detectors.
-    pub const DETECTOR: u32 = 3;
+    pub const DETECTOR: u16 = 3;
 
     /// Stable name for output.
-    pub const fn name(code: u32) -> &'static str {
+    pub const fn name(code: u16) -> &'static str {
         match code {
             ADMIN => "admin",
             POLICY => "policy",
@@ -492,5 +500,74 @@ mod tests {
             assert_eq!(*r as usize, i, "{}", r.name());
         }
         assert!(Reason::COUNT as u32 <= STATS_SLOTS);
+    }
+}
+
+/// SipHash-1-3 of a 16-byte message (two little-endian words), keyed by
+/// `k`: the sketch gate's hash. With a key chosen at random per load, a
+/// sender cannot compute addresses that land on the counters of another.
+#[inline(always)]
+pub fn siphash13_16(k: [u64; 2], m: [u64; 2]) -> u64 {
+    let mut v = [
+        k[0] ^ 0x736f_6d65_7073_6575,
+        k[1] ^ 0x646f_7261_6e64_6f6d,
+        k[0] ^ 0x6c79_6765_6e65_7261,
+        k[1] ^ 0x7465_6462_7974_6573,
+    ];
+    #[inline(always)]
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+    // The two words, then the final block: the length (16) in the top byte.
+    for w in [m[0], m[1], 16u64 << 56] {
+        v[3] ^= w;
+        round(&mut v);
+        v[0] ^= w;
+    }
+    v[2] ^= 0xff;
+    round(&mut v);
+    round(&mut v);
+    round(&mut v);
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+#[cfg(test)]
+mod sip_tests {
+    use core::hash::Hasher as _;
+
+    use super::*;
+
+    #[test]
+    fn siphash13_matches_the_reference_implementation() {
+        let keys = [
+            [0, 0],
+            [0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908],
+            [u64::MAX, 42],
+        ];
+        let messages = [[0u8; 16], *b"0123456789abcdef", [0xff; 16], {
+            let mut m = [0u8; 16];
+            m[..4].copy_from_slice(&[192, 0, 2, 1]);
+            m
+        }];
+        for k in keys {
+            for m in messages {
+                let mut reference = siphasher::sip::SipHasher13::new_with_keys(k[0], k[1]);
+                reference.write(&m);
+                let words = [
+                    u64::from_le_bytes(m[..8].try_into().unwrap()),
+                    u64::from_le_bytes(m[8..].try_into().unwrap()),
+                ];
+                assert_eq!(siphash13_16(k, words), reference.finish(), "{k:?} {m:?}");
+            }
+        }
     }
 }

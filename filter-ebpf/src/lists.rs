@@ -11,6 +11,36 @@ fn live(entry: &ListEntry, clock: &mut Clock) -> bool {
     entry.expires_ns == 0 || clock.now() < entry.expires_ns
 }
 
+/// Expired prefix entries, nested inside one another, that a look-up sees
+/// through before it gives up (the controller sweeps expired entries every
+/// interval; this covers the time between, and a host with no controller).
+const MAX_SHADOWS: usize = 4;
+
+/// The longest *live* prefix entry covering `addr`. An expired match is
+/// looked past: the trie is asked again for prefixes shorter than the
+/// expired entry's own (`ListEntry::prefix_len`).
+#[inline(always)]
+fn longest_live<'a, const N: usize>(
+    trie: &'a LpmTrie<[u8; N], ListEntry>,
+    addr: [u8; N],
+    clock: &mut Clock,
+) -> Option<&'a ListEntry> {
+    let mut len = (N * 8) as u32;
+    for _ in 0..MAX_SHADOWS {
+        let e = trie.get(&Key::new(len, addr))?;
+        if live(e, clock) {
+            return Some(e);
+        }
+        let own = e.prefix_len as u32;
+        // 0: a /0 (nothing is shorter) or an entry of an older build.
+        if own == 0 || own > len {
+            return None;
+        }
+        len = own - 1;
+    }
+    None
+}
+
 /// What the lists say about a source.
 pub enum Listed {
     /// A verdict already: allowlisted, or blocked (exact or CIDR).
@@ -30,11 +60,8 @@ pub fn check<const N: usize>(
     addr: [u8; N],
     clock: &mut Clock,
 ) -> Listed {
-    let key = Key::new((N * 8) as u32, addr);
-    if let Some(e) = allow.get(&key) {
-        if live(e, clock) {
-            return Listed::Verdict(Reason::Allowlisted);
-        }
+    if longest_live(allow, addr, clock).is_some() {
+        return Listed::Verdict(Reason::Allowlisted);
     }
     let mut scope = 0;
     // SAFETY: the value is only read; a concurrent update by userspace can at
@@ -47,13 +74,11 @@ pub fn check<const N: usize>(
             scope |= e.scope;
         }
     }
-    if let Some(e) = net.get(&key) {
-        if live(e, clock) {
-            if e.scope == 0 {
-                return Listed::Verdict(Reason::BlockedCidr);
-            }
-            scope |= e.scope;
+    if let Some(e) = longest_live(net, addr, clock) {
+        if e.scope == 0 {
+            return Listed::Verdict(Reason::BlockedCidr);
         }
+        scope |= e.scope;
     }
     Listed::Scope(scope)
 }

@@ -290,25 +290,36 @@ fn limited(c: &mut SourceCounters, i: usize, cfg: &Config, now: u64) -> bool {
 
 /// Most refill time credited at once: bounds the arithmetic, and a bucket
 /// idle that long is full anyway for any burst/rate under 10 s.
-const MAX_REFILL_US: u64 = 10_000_000;
+const MAX_REFILL_NS: u64 = 10_000_000_000;
 
 /// Token bucket in milli-tokens: refills at `rate`/s up to `burst`, and a
-/// packet costs 1000. A bucket never used starts full.
+/// packet costs 1000. A bucket never used starts full. Time that has not
+/// yet earned a whole milli-token is kept (`last_ns` advances only by the
+/// time the tokens it adds are worth), so a stream of any speed still gets
+/// `rate` per second.
 #[inline(always)]
 fn take(b: &mut Bucket, limit: &RateLimit, now: u64) -> bool {
     if limit.rate == 0 {
         return true;
     }
     let cap = (limit.burst.max(1) as u64) * 1000;
-    let tokens = if b.last_ns == 0 {
-        cap
+    // rate <= MAX_RATE_PPS (checked by userspace): at most 1e10 * 1e7.
+    let rate = (limit.rate as u64).min(filter_common::MAX_RATE_PPS as u64);
+    let mut tokens = cap;
+    if b.last_ns == 0 {
+        b.last_ns = now;
     } else {
-        let elapsed_us = (now.saturating_sub(b.last_ns) / 1000).min(MAX_REFILL_US);
-        // rate <= MAX_RATE_PPS (checked by userspace): at most 1e7 * 1e7.
-        let rate = (limit.rate as u64).min(filter_common::MAX_RATE_PPS as u64);
-        (b.tokens_milli + elapsed_us * rate / 1000).min(cap)
-    };
-    b.last_ns = now;
+        let elapsed = now.saturating_sub(b.last_ns).min(MAX_REFILL_NS);
+        // rate/s is rate milli-tokens per ms: rate / 1e6 per ns.
+        let gained = elapsed * rate / 1_000_000;
+        let sum = b.tokens_milli + gained;
+        if sum >= cap {
+            b.last_ns = now;
+        } else {
+            tokens = sum;
+            b.last_ns += gained * 1_000_000 / rate;
+        }
+    }
     if tokens >= 1000 {
         b.tokens_milli = tokens - 1000;
         true
@@ -361,18 +372,21 @@ fn bump(slot: &mut u32, epoch: u32) -> u32 {
     count
 }
 
-/// Hash of the key: its words folded together, then MurmurHash3's 64-bit
-/// finalizer so that every output bit depends on every input bit (the two
-/// 32-bit halves index the two rows and must be independent).
+/// The sketch's hash key, drawn at random by the loader for each load
+/// (`override_global`); read-only here. Without it an attacker could
+/// compute addresses that share the counters of a source they target.
+#[unsafe(no_mangle)]
+static SKETCH_KEY: [u64; 2] = [0; 2];
+
+/// SipHash-1-3 of the address, keyed by [`SKETCH_KEY`] (the family folded
+/// into the key): a keyed function, so its outputs cannot be steered by
+/// whoever does not know the key. The two 32-bit halves index the two rows.
 #[inline(always)]
 fn hash(key: &SourceKey) -> u64 {
+    // SAFETY: reading our own read-only global.
+    let k = unsafe { core::ptr::read_volatile(&SKETCH_KEY) };
     let a = &key.addr;
-    let w0 = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
-    let w1 = u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
-    let mut h = w0 ^ w1.rotate_left(29) ^ ((key.family as u64) << 56);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    let w0 = u64::from_le_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    let w1 = u64::from_le_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
+    filter_common::siphash13_16([k[0], k[1] ^ key.family as u64], [w0, w1])
 }

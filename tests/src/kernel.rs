@@ -55,6 +55,19 @@ impl Filter {
         .return_value
     }
 
+    /// Runs `frame` `times` times back to back inside the kernel (one
+    /// syscall, no gap for a clock to advance between runs but the
+    /// program's own cost).
+    pub fn run_repeat(&mut self, frame: &[u8], times: u32) {
+        let prog = loader::program(&mut self.ebpf).unwrap();
+        prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: times,
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("test_run x{times}: {e}"));
+    }
+
     pub fn counters(&self, src: &str) -> Option<SourceCounters> {
         let addr: IpAddr = src.parse().unwrap();
         let key = source_key(addr, self.config.ipv6_prefix_len as u8);

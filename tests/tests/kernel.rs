@@ -445,6 +445,44 @@ fn allowlist_beats_blocklist() {
 }
 
 #[test]
+fn an_expired_narrower_entry_never_hides_a_live_wider_one() {
+    let mut f = Filter::new();
+    let stale = |f: &mut Filter, list, net: &str| {
+        let mut e = new_entry(list_reason::ADMIN, None, "expired");
+        e.expires_ns = clock::monotonic_ns() - 1;
+        f.maps.insert(list, parse_net(net).unwrap(), &e).unwrap();
+    };
+    // Blocks, IPv4: a live /8 under four nested expired entries.
+    f.block("10.0.0.0/8", None);
+    // (The /32 goes to the exact map; the others nest in the trie.)
+    for net in ["10.1.0.0/16", "10.1.2.0/24", "10.1.2.0/28", "10.1.2.3/32"] {
+        stale(&mut f, ListKind::Block, net);
+    }
+    assert_eq!(f.run(&Packet::tcp("10.1.2.3", SYN).build()), DROP);
+    assert_eq!(f.run(&Packet::tcp("10.1.2.4", SYN).build()), DROP);
+    assert_eq!(f.stat(Reason::BlockedCidr).packets, 2);
+    // One that expires while we watch, the trigger.
+    f.block("172.16.0.0/12", None);
+    f.block("172.17.0.0/16", Some(Duration::from_millis(300)));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(f.run(&Packet::tcp("172.17.2.3", SYN).build()), DROP);
+    // IPv6.
+    f.block("2001:db8::/32", None);
+    stale(&mut f, ListKind::Block, "2001:db8:1::/48");
+    stale(&mut f, ListKind::Block, "2001:db8:1:2::/64");
+    assert_eq!(f.run(&Packet::tcp("2001:db8:1:2::9", SYN).build()), DROP);
+    // Allow entries: an expired narrow allow does not hide a live wide one.
+    f.allow("192.0.2.0/24");
+    stale(&mut f, ListKind::Allow, "192.0.2.128/25");
+    f.block("192.0.2.200", None);
+    assert_eq!(f.run(&Packet::tcp("192.0.2.200", SYN).build()), PASS);
+    assert_eq!(f.stat(Reason::Allowlisted).packets, 1);
+    // With nothing live underneath, an expired entry matches nothing.
+    stale(&mut f, ListKind::Block, "198.18.0.0/15");
+    assert_eq!(f.run(&Packet::tcp("198.18.0.1", SYN).build()), PASS);
+}
+
+#[test]
 fn expired_blocks_do_not_drop() {
     let mut f = Filter::new();
     // Already expired: inserted with an expiry in the past.
@@ -534,6 +572,35 @@ fn ipv6_source_prefix_is_configurable() {
 }
 
 #[test]
+fn the_sketch_hash_is_keyed_afresh_for_every_load() {
+    // The same spoofed flood into two loads: the few sources that collide
+    // past the gate differ, because each load draws its own hash key (with
+    // a fixed hash they would be the same, and computable in advance).
+    let tracked = || {
+        let mut f = Filter::with_config(Config {
+            track_min_packets: 3,
+            ..Config::default()
+        });
+        for i in 0..5000u32 {
+            let src = std::net::Ipv4Addr::from(0x0a00_0000 + i * 7919).to_string();
+            f.run(&Packet::tcp(&src, SYN).build());
+        }
+        let mut keys: Vec<_> = f
+            .maps
+            .sources()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
+        keys
+    };
+    let (a, b) = (tracked(), tracked());
+    assert!(!a.is_empty() || !b.is_empty(), "no collisions to compare");
+    assert_ne!(a, b, "two loads let the same sources through the gate");
+}
+
+#[test]
 fn sketch_gates_tracking_of_new_sources() {
     let mut f = Filter::with_config(Config {
         track_min_packets: 3,
@@ -557,7 +624,8 @@ fn sketch_gates_tracking_of_new_sources() {
 
     // A spoofed flood: 5000 sources, one packet each, more than the sketch
     // has counters. Almost none may reach the LRU (a count-min sketch can
-    // only overestimate, so a few collisions are allowed).
+    // only overestimate, so a few collisions are allowed: with the hash
+    // keyed at random per load, about 1% here, varying from load to load).
     let flood = 5000u32;
     for i in 0..flood {
         let src = std::net::Ipv4Addr::from(0x0a00_0000 + i * 7919).to_string();
@@ -565,7 +633,7 @@ fn sketch_gates_tracking_of_new_sources() {
     }
     let tracked = f.maps.sources().unwrap().len() - 1;
     assert!(
-        tracked <= flood as usize / 100,
+        tracked <= flood as usize / 40,
         "{tracked} of {flood} spoofed sources tracked"
     );
     assert_eq!(f.stat(Reason::Passed).packets, 4 + flood as u64);
@@ -612,6 +680,44 @@ fn rate_limit_cuts_a_flood_within_packets() {
     );
     // Another source has its own bucket.
     assert_eq!(f.run(&Packet::tcp("198.51.100.91", SYN).build()), PASS);
+}
+
+#[test]
+fn a_limited_stream_faster_than_the_refill_grain_still_passes_rate() {
+    // A stream far faster than 1000 × rate per CPU (repeat runs the program
+    // back to back, ~100 ns apart) must pass `rate` per second after the
+    // burst, not starve: elapsed time that earned no whole milli-token is
+    // carried, not thrown away.
+    filter_tests::pin_to_cpu(0);
+    let mut limits = [filter_common::RateLimit::default(); filter_common::flag::COUNT];
+    limits[filter_common::flag::SYN] = filter_common::RateLimit {
+        rate: 100,
+        burst: 10,
+    };
+    let mut f = Filter::with_config(Config {
+        track_min_packets: 1,
+        limits,
+        ..Config::default()
+    });
+    let syn = Packet::tcp("198.51.100.92", SYN).build();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        f.run_repeat(&syn, 20_000);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let c = f.counters("198.51.100.92").unwrap();
+    let passed = c.syn - c.limited;
+    let expected = 10.0 + 100.0 * secs;
+    assert!(
+        c.syn > 100_000,
+        "not a fast stream: {} SYNs in {secs:.2} s",
+        c.syn
+    );
+    assert!(
+        (passed as f64) > expected * 0.85 && (passed as f64) <= expected + 2.0,
+        "{passed} of {} passed in {secs:.2} s at 100/s, burst 10 (expected about {expected:.0})",
+        c.syn
+    );
 }
 
 #[test]

@@ -158,7 +158,9 @@ pub fn load_with(pin_dir: Option<&Path>, caps: &Capacities) -> Result<Ebpf> {
     // Where the kernel keeps a connection's sequence and byte counts: the
     // data path reads them at a connection's close (empty connections).
     let tcp = crate::kernel::btf::TcpSockOffsets::from_kernel();
+    let sketch_key = random_key()?;
     loader
+        .override_global("SKETCH_KEY", &sketch_key, true)
         .override_global("TCP_SOCK_RCV_NXT", &tcp.rcv_nxt, true)
         .override_global("TCP_SOCK_BYTES_RECEIVED", &tcp.bytes_received, true)
         .override_global("TCP_REQ_RCV_ISN", &tcp.req_rcv_isn, true);
@@ -178,6 +180,24 @@ pub fn load_with(pin_dir: Option<&Path>, caps: &Capacities) -> Result<Ebpf> {
         .map_err(|e| Error::Object(Box::new(e)))?;
     program(&mut ebpf)?.load().map_err(load_error)?;
     Ok(ebpf)
+}
+
+/// 128 random bits from the kernel's CSPRNG: the sketch's hash key.
+fn random_key() -> Result<[u64; 2]> {
+    let mut key = [0u8; 16];
+    // SAFETY: the buffer is ours and 16 bytes long.
+    let n = unsafe { libc::getrandom(key.as_mut_ptr().cast(), key.len(), 0) };
+    if n != key.len() as isize {
+        return Err(Error::Io {
+            what: "getrandom",
+            path: PathBuf::from("(sketch key)"),
+            error: std::io::Error::last_os_error(),
+        });
+    }
+    Ok([
+        u64::from_le_bytes(key[..8].try_into().expect("8 bytes")),
+        u64::from_le_bytes(key[8..].try_into().expect("8 bytes")),
+    ])
 }
 
 /// The filter program of a loaded object.

@@ -185,6 +185,11 @@ impl Maps {
     /// Adds or replaces an entry.
     pub fn insert(&mut self, list: ListKind, net: IpNet, entry: &ListEntry) -> Result<()> {
         let what = || format!("adding {net} to the {list:?} list");
+        // The kernel looks past an expired prefix entry by its length.
+        let entry = &ListEntry {
+            prefix_len: net.prefix_len(),
+            ..*entry
+        };
         match (list, net) {
             (ListKind::Allow, IpNet::V4(n)) => self.allow_v4.insert(
                 &Key::new(n.prefix_len().into(), n.addr().octets()),
@@ -430,7 +435,7 @@ pub fn listed(
 }
 
 /// Builds an entry stamped now.
-pub fn new_entry(reason: u32, ttl: Option<std::time::Duration>, note: &str) -> ListEntry {
+pub fn new_entry(reason: u16, ttl: Option<std::time::Duration>, note: &str) -> ListEntry {
     let mut entry = ListEntry {
         expires_ns: clock::expiry_after(ttl),
         added_unix_s: clock::unix_now_s(),
