@@ -163,15 +163,35 @@ impl Pair {
     /// `client_addrs` are /24 addresses in 10.199.0.0/24 given to the client
     /// side; the server is 10.199.0.1.
     pub fn new(client_addrs: &[&str]) -> Pair {
-        let client = NetNs::new("fcl");
-        let server = NetNs::new("fsv");
-        let client_if = unique("vc");
-        let server_if = unique("vs");
+        let pair = Pair {
+            client: NetNs::new("fcl"),
+            server: NetNs::new("fsv"),
+            client_if: unique("vc"),
+            server_if: unique("vs"),
+        };
+        pair.wire(client_addrs);
+        pair
+    }
+
+    /// Deletes the veth pair and creates it again under the same names and
+    /// addresses: new devices with new ifindexes, as after a driver reload.
+    pub fn recreate(&self, client_addrs: &[&str]) {
+        self.server.ip(&["link", "del", &self.server_if]);
+        self.wire(client_addrs);
+    }
+
+    fn wire(&self, client_addrs: &[&str]) {
+        let Pair {
+            client,
+            server,
+            client_if,
+            server_if,
+        } = self;
         sh(&[
             "ip",
             "link",
             "add",
-            &client_if,
+            client_if,
             "netns",
             &client.name,
             "address",
@@ -180,17 +200,17 @@ impl Pair {
             "veth",
             "peer",
             "name",
-            &server_if,
+            server_if,
             "netns",
             &server.name,
             "address",
             SERVER_MAC,
         ]);
-        server.ip(&["addr", "add", "10.199.0.1/24", "dev", &server_if]);
-        server.ip(&["link", "set", &server_if, "up"]);
-        client.ip(&["link", "set", &client_if, "up"]);
+        server.ip(&["addr", "add", "10.199.0.1/24", "dev", server_if]);
+        server.ip(&["link", "set", server_if, "up"]);
+        client.ip(&["link", "set", client_if, "up"]);
         for a in client_addrs {
-            client.ip(&["addr", "add", &format!("{a}/24"), "dev", &client_if]);
+            client.ip(&["addr", "add", &format!("{a}/24"), "dev", client_if]);
             server.ip(&[
                 "neigh",
                 "replace",
@@ -198,7 +218,7 @@ impl Pair {
                 "lladdr",
                 CLIENT_MAC,
                 "dev",
-                &server_if,
+                server_if,
                 "nud",
                 "permanent",
             ]);
@@ -210,16 +230,10 @@ impl Pair {
             "lladdr",
             SERVER_MAC,
             "dev",
-            &client_if,
+            client_if,
             "nud",
             "permanent",
         ]);
-        Pair {
-            client,
-            server,
-            client_if,
-            server_if,
-        }
     }
 }
 

@@ -404,3 +404,30 @@ fn silent_and_stuck_clients_never_delay_the_loop_or_another_client() {
     );
     drop((silent, stuck));
 }
+
+#[test]
+fn an_interface_detached_from_outside_is_audited_and_attached_again() {
+    filter_tests::require_root();
+    let c = Controller::start(INTERVAL);
+    let prog = c.xdp_prog_id(SRV_ATT_IF).expect("attached");
+    c.ctl_ok(&["detach", SRV_ATT_IF]);
+    assert_eq!(c.xdp_prog_id(SRV_ATT_IF), None, "detach did not detach");
+    let cycles0 = c.status()["cycles"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.xdp_prog_id(SRV_ATT_IF).is_none() {
+        assert!(Instant::now() < deadline, "never re-attached: {}", c.log());
+        thread::sleep(Duration::from_millis(50));
+    }
+    let cycles = c.status()["cycles"].as_u64().unwrap() - cycles0;
+    assert!(cycles <= 2, "re-attached after {cycles} cycles");
+    // The same program build, on a new link.
+    assert!(c.xdp_prog_id(SRV_ATT_IF).is_some_and(|p| p != prog));
+    let events: Vec<String> = c
+        .audit_events()
+        .iter()
+        .filter(|e| e["iface"] == SRV_ATT_IF)
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(events, ["interface_lost", "interface_restored"]);
+    assert_eq!(c.status()["lost_interfaces"], serde_json::json!([]));
+}

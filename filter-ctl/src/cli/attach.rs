@@ -12,8 +12,12 @@ use crate::{
 ///
 /// The link and maps are pinned under --pin-dir, so the filter stays
 /// attached when this command exits. Maps already pinned there (from an
-/// earlier attach) are reused with every entry intact. Attaching to an
-/// interface that is already attached changes nothing.
+/// earlier attach, or a running controller) are reused with every entry and
+/// their configuration intact: --ipv6-prefix and --track-min-packets only
+/// apply to maps this command creates. Attaching to an interface that is
+/// already attached changes nothing, unless its link runs another build's
+/// program (replaced in place, never leaving the interface unfiltered) or
+/// its device was re-created (attached afresh).
 ///
 /// Example: filter-ctl attach eth0 --xdp-mode native
 #[derive(Debug, Args)]
@@ -46,6 +50,12 @@ impl Attach {
             track_min_packets: self.track_min_packets,
             ..Config::default()
         };
+        if g.pin_dir.join(filter_common::maps::CONFIG.name).exists() {
+            eprintln!(
+                "note: reusing the maps pinned under {} and their configuration",
+                g.pin_dir.display()
+            );
+        }
         for iface in &self.ifaces {
             let caps = crate::policy::Capacities::default();
             match loader::attach(iface, self.xdp_mode, &g.pin_dir, &config, &caps)
@@ -57,6 +67,12 @@ impl Attach {
                     g.pin_dir.display()
                 ),
                 Attached::Already => println!("{iface}: already attached, left as it is"),
+                Attached::Upgraded => {
+                    println!("{iface}: replaced the program of another build in place")
+                }
+                Attached::Reattached { why } => {
+                    println!("{iface}: the pinned link was stale ({why}); attached afresh")
+                }
             }
         }
         Ok(())

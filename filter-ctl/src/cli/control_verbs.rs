@@ -55,6 +55,12 @@ impl Status {
         println!("controller: running (pid {}, up {}s)", s.pid, s.uptime_s);
         println!("policy: {}", s.policy.display());
         println!("interfaces: {} ({})", s.interfaces.join(", "), s.xdp_mode);
+        if !s.lost_interfaces.is_empty() {
+            println!(
+                "LOST: no filter on {} (re-attached as soon as the device exists)",
+                s.lost_interfaces.join(", ")
+            );
+        }
         println!(
             "interval: {} ms, cycles: {}, last cycle: {:.2} ms",
             s.interval_ms, s.cycles, s.last_cycle_ms

@@ -14,14 +14,18 @@ use std::{
 
 use aya::{
     maps::MapData,
-    programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        ProgramError, Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use filter_common::{maps as catalog, Config, PROGRAM_NAME};
 
 use crate::{
     error::{Error, Result},
-    kernel::maps::Maps,
+    kernel::{links, maps::Maps},
     policy::{AttachMode, Capacities},
 };
 
@@ -237,13 +241,24 @@ fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
 pub enum Attached {
     /// Newly attached.
     New,
-    /// A link was already pinned for this interface; nothing changed.
+    /// A live link was pinned for this interface, running this build's
+    /// program; nothing changed.
     Already,
+    /// A live link ran another build's program: it now runs this one,
+    /// swapped in place (`BPF_LINK_UPDATE`), with no moment unfiltered.
+    Upgraded,
+    /// A link was pinned but attached to nothing or to another device (the
+    /// interface was deleted and re-created): it was dropped and the
+    /// filter attached afresh.
+    Reattached { why: String },
 }
 
-/// Attaches the filter to `iface`, pins the link and the maps under
-/// `pin_dir`, and writes `config`. Idempotent: an interface that already has
-/// a pinned link is left as it is.
+/// Attaches the filter to `iface` and pins the link under `pin_dir`, with
+/// the maps pinned there (reused if present). `config` is written only
+/// into maps created by this call: attaching never changes the
+/// configuration of a running filter. Idempotent for a live link running
+/// this build's program; a link from another build is upgraded in place,
+/// and a stale one (its device gone) is replaced.
 pub fn attach(
     iface: &str,
     mode: AttachMode,
@@ -256,16 +271,35 @@ pub fn attach(
         log::warn!("mounted a bpf filesystem on {SYS_FS_BPF}");
     }
     let link_path = link_pin(pin_dir, iface);
+    let mut stale = None;
     if link_path.exists() {
-        return Ok(Attached::Already);
+        match links::pinned(&link_path) {
+            Ok(s) if s.ifindex == ifindex => return refresh(iface, &link_path, s, pin_dir, caps),
+            Ok(s) if s.ifindex == 0 => stale = Some("its device went away".to_owned()),
+            Ok(s) => {
+                stale = Some(format!(
+                    "it is attached to another device (ifindex {})",
+                    s.ifindex
+                ))
+            }
+            Err(e) => stale = Some(format!("it cannot be read ({e})")),
+        }
+        std::fs::remove_file(&link_path).map_err(|error| Error::Io {
+            what: "removing the stale link",
+            path: link_path.clone(),
+            error,
+        })?;
     }
     std::fs::create_dir_all(pin_dir).map_err(|error| Error::Io {
         what: "creating pin directory",
         path: pin_dir.to_owned(),
         error,
     })?;
+    let fresh_maps = !pin_dir.join(catalog::CONFIG.name).exists();
     let mut ebpf = load_with(Some(pin_dir), caps)?;
-    Maps::from_ebpf(&mut ebpf)?.set_config(config)?;
+    if fresh_maps {
+        Maps::from_ebpf(&mut ebpf)?.set_config(config)?;
+    }
     let prog = program(&mut ebpf)?;
     let link_id = prog
         .attach_to_if_index(ifindex, xdp_mode(mode))
@@ -292,7 +326,57 @@ pub fn attach(
         path: link_path.clone(),
         error: std::io::Error::other(e.to_string()),
     })?;
-    Ok(Attached::New)
+    Ok(match stale {
+        Some(why) => Attached::Reattached { why },
+        None => Attached::New,
+    })
+}
+
+/// A live link on the right device: left alone if it runs this build's
+/// program (same tag), else given this build's program in place.
+fn refresh(
+    iface: &str,
+    link_path: &Path,
+    state: links::LinkState,
+    pin_dir: &Path,
+    caps: &Capacities,
+) -> Result<Attached> {
+    let mut ebpf = load_with(Some(pin_dir), caps)?;
+    let prog = program(&mut ebpf)?;
+    let ours = prog
+        .info()
+        .map_err(|e| Error::Load(format!("reading the loaded program: {e}")))?
+        .tag();
+    let running = aya::programs::loaded_programs()
+        .flatten()
+        .find(|p| p.id() == state.prog_id)
+        .map(|p| p.tag());
+    if running == Some(ours) {
+        return Ok(Attached::Already);
+    }
+    let pinned = PinnedLink::from_pin(link_path).map_err(|e| Error::Io {
+        what: "opening pinned link",
+        path: link_path.to_owned(),
+        error: std::io::Error::other(e.to_string()),
+    })?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| {
+        Error::Load(format!(
+            "the link pinned for {iface} is not an XDP link: {e}"
+        ))
+    })?;
+    prog.attach_to_link(link)
+        .map_err(|e| Error::Load(format!("replacing the program on {iface}'s link: {e}")))?;
+    log::info!("{iface}: replaced the program of another build in place");
+    Ok(Attached::Upgraded)
+}
+
+/// Whether the link pinned for `iface` is live on the device of that name
+/// now: what the controller checks every cycle (two syscalls, no load).
+pub fn link_is_live(pin_dir: &Path, iface: &str) -> bool {
+    let Ok(ifindex) = if_index(iface) else {
+        return false;
+    };
+    links::pinned(&link_pin(pin_dir, iface)).is_ok_and(|s| s.ifindex == ifindex)
 }
 
 /// Interfaces with a pinned link under `pin_dir`.

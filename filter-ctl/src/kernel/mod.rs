@@ -4,5 +4,6 @@
 pub mod batch;
 pub mod btf;
 pub mod conns;
+pub mod links;
 pub mod loader;
 pub mod maps;

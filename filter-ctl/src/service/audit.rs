@@ -46,6 +46,15 @@ pub enum AuditEvent {
         ttl_s: u64,
         offense: u32,
     },
+    /// An interface the controller attached has no live filter any more
+    /// (detached from outside, or its device went away).
+    InterfaceLost {
+        iface: String,
+    },
+    /// The filter is back on an interface that was lost.
+    InterfaceRestored {
+        iface: String,
+    },
     /// A block covering a restriction was added; the restriction went.
     RestrictionLifted {
         net: IpNet,

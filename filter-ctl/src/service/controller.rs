@@ -50,6 +50,9 @@ pub struct Controller {
     pub(super) state: State,
     pub(super) prev: Snapshot,
     pub(super) attached: Vec<String>,
+    /// Interfaces of `attached` whose filter is gone (see
+    /// `watch_interfaces`).
+    pub(super) lost: Vec<String>,
     pub(super) started: Instant,
     pub(super) cycles: u64,
     pub(super) last_cycle: Duration,
@@ -99,8 +102,10 @@ impl Controller {
                 &policy.capacities,
             )
             .with_context(|| format!("attach {iface}"))?;
-            if how == loader::Attached::Already {
-                adopted.push(iface.clone());
+            match how {
+                loader::Attached::Already => adopted.push(iface.clone()),
+                loader::Attached::New => {}
+                other => log::warn!("{iface}: {other:?}"),
             }
         }
         let mut maps = Maps::from_pins(&policy.pin_dir)?;
@@ -110,6 +115,7 @@ impl Controller {
             opts,
             prev: Snapshot::default(),
             attached: interfaces,
+            lost: Vec::new(),
             core: Core {
                 kernel: maps,
                 audit,
@@ -253,6 +259,7 @@ impl Controller {
             });
             self.core.audit = log;
         }
+        self.lost.retain(|i| interfaces.contains(i));
         self.attached = interfaces;
         self.policy = new;
         self.sync_policy_lists()?;
@@ -347,6 +354,7 @@ impl Controller {
             uptime_s: self.started.elapsed().as_secs(),
             policy: self.opts.policy_path.clone(),
             interfaces: self.attached.clone(),
+            lost_interfaces: self.lost.clone(),
             xdp_mode: self.policy.xdp_mode,
             interval_ms: self.policy.interval.0.as_millis() as u64,
             pin_dir: self.policy.pin_dir.clone(),

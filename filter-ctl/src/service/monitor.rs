@@ -11,6 +11,7 @@ use crate::{
     detect::{self, Listed},
     kernel::{
         conns::{self, Held},
+        loader,
         maps::{new_entry, scope_text, ListKind},
     },
     model::{addr::source_net, clock},
@@ -18,10 +19,56 @@ use crate::{
 };
 
 impl Controller {
+    /// Checks that each interface still has a live filter (two syscalls
+    /// each). A lost one (detached from outside, its device deleted) is
+    /// audited and attached again as soon as its device exists; until then
+    /// `status` lists it as lost.
+    pub fn watch_interfaces(&mut self) {
+        for iface in self.attached.clone() {
+            let live = loader::link_is_live(&self.policy.pin_dir, &iface);
+            let was_lost = self.lost.contains(&iface);
+            if live {
+                if was_lost {
+                    self.lost.retain(|i| *i != iface);
+                    self.core
+                        .audit
+                        .record(&AuditEvent::InterfaceRestored { iface });
+                }
+                continue;
+            }
+            if !was_lost {
+                log::error!("{iface}: the filter is no longer attached; re-attaching");
+                self.lost.push(iface.clone());
+                self.core.audit.record(&AuditEvent::InterfaceLost {
+                    iface: iface.clone(),
+                });
+            }
+            if loader::if_index(&iface).is_err() {
+                continue; // Not back yet: try again next cycle.
+            }
+            let config = self.policy.kernel_config(&self.thresholds());
+            let p = &self.policy;
+            match loader::attach(&iface, p.xdp_mode, &p.pin_dir, &config, &p.capacities) {
+                Ok(how) => {
+                    log::warn!("{iface}: filter attached again ({how:?})");
+                    self.lost.retain(|i| *i != iface);
+                    self.core
+                        .audit
+                        .record(&AuditEvent::InterfaceRestored { iface });
+                }
+                Err(e) => log::error!(
+                    "{iface}: re-attaching failed: {:#}",
+                    anyhow::Error::from(e)
+                ),
+            }
+        }
+    }
+
     /// One control-loop step. A failure to promote one source (a full map)
     /// is reported and the cycle goes on with the others.
     pub fn cycle(&mut self) -> anyhow::Result<()> {
         let t0 = Instant::now();
+        self.watch_interfaces();
         let cur = self.core.kernel.snapshot()?;
         let thresholds = self.thresholds().by_metric();
         let held = self.held_connections(&thresholds);

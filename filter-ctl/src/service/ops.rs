@@ -263,6 +263,9 @@ pub struct StatusReport {
     pub uptime_s: u64,
     pub policy: std::path::PathBuf,
     pub interfaces: Vec<String>,
+    /// Interfaces whose filter is gone (detached from outside, device
+    /// deleted): re-attached as soon as their device exists.
+    pub lost_interfaces: Vec<String>,
     pub xdp_mode: crate::policy::AttachMode,
     pub interval_ms: u64,
     pub pin_dir: std::path::PathBuf,
