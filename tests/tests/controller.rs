@@ -431,3 +431,36 @@ fn an_interface_detached_from_outside_is_audited_and_attached_again() {
     assert_eq!(events, ["interface_lost", "interface_restored"]);
     assert_eq!(c.status()["lost_interfaces"], serde_json::json!([]));
 }
+
+#[test]
+fn a_full_block_list_skips_promotions_keeps_cycling_and_keeps_a_reserve_for_admins() {
+    filter_tests::require_root();
+    // 16 exact entries per family: promotions may fill 14, 2 stay reserved.
+    let c = Controller::start(&format!(
+        "{INTERVAL}capacities: {{ block_exact: 16 }}\nthresholds: {{ syn: 50 }}\n"
+    ));
+    // 32 sources flooding SYNs at ~600/s each: every one is an offender.
+    let f = c.flood(Kind::Syn, "10.200.9.0/27", 20_000, 3);
+    let s = wait_status(&c, "the block list to fill", |s| {
+        s["block_list_full"] == true
+    });
+    assert_eq!(s["promotions"], 14, "{s}");
+    assert!(s["promotions_skipped"].as_u64() >= Some(1), "{s}");
+    // The loop goes on.
+    let cycles = s["cycles"].as_u64().unwrap();
+    wait_status(&c, "more cycles", |s| s["cycles"].as_u64() > Some(cycles + 1));
+    assert_eq!(c.blocked().len(), 14);
+    // Admins still have the reserve, and past it a clear error.
+    c.ctl_ok(&["block", "192.0.2.1"]);
+    c.ctl_ok(&["block", "192.0.2.2"]);
+    let out = c.ctl(&["block", "192.0.2.3"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("the map is full"), "{err}");
+    f.join().unwrap();
+    let full: Vec<Value> = c
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "block_list_full")
+        .collect();
+    assert_eq!(full.len(), 1, "audited once, not every cycle: {full:?}");
+}

@@ -69,7 +69,13 @@ impl Status {
             "tracked sources: {}, blocked entries: {}",
             s.tracked_sources, s.blocked_entries
         );
-        println!("promotions: {}, expiries: {}", s.promotions, s.expiries);
+        println!(
+            "promotions: {}, expiries: {}, skipped (block list full): {}",
+            s.promotions, s.expiries, s.promotions_skipped
+        );
+        if s.block_list_full {
+            println!("BLOCK LIST FULL: new offenders are not being blocked; raise capacities.block_exact / block_net");
+        }
         println!("audit log: {}", s.audit_log.display());
         Ok(())
     }

@@ -124,6 +124,21 @@ impl Maps {
         Ok(maps)
     }
 
+    /// How many entries the block maps hold at most: (exact, CIDR), each
+    /// per address family (the sizes the maps were created with).
+    pub fn block_capacity(&self) -> Result<(u32, u32)> {
+        use aya::maps::IterableMap as _;
+        let max = |m: &MapData, name: &str| {
+            m.info()
+                .map(|i| i.max_entries())
+                .map_err(map_err(format!("reading {name}'s size")))
+        };
+        Ok((
+            max(self.block_v4.map(), catalog::BLOCK_V4.name)?,
+            max(self.block_net_v4.map(), catalog::BLOCK_NET_V4.name)?,
+        ))
+    }
+
     /// Where the maps are pinned (None for maps taken from an object).
     pub fn pin_dir(&self) -> Option<&Path> {
         self.pin_dir.as_deref()

@@ -55,6 +55,15 @@ pub enum AuditEvent {
     InterfaceRestored {
         iface: String,
     },
+    /// Promotions are being skipped: the block list has no room left
+    /// outside the admin and policy reserve.
+    BlockListFull {
+        skipped: u64,
+    },
+    /// Promotions fit again.
+    BlockListRoom {
+        skipped_total: u64,
+    },
     /// A block covering a restriction was added; the restriction went.
     RestrictionLifted {
         net: IpNet,

@@ -58,6 +58,10 @@ pub struct Controller {
     pub(super) last_cycle: Duration,
     pub(super) promotions: u64,
     pub(super) expiries: u64,
+    /// Promotions skipped because the block list was full, in all.
+    pub(super) promotions_skipped: u64,
+    /// Promotions are being skipped now.
+    pub(super) block_full: bool,
     /// Reading the host's connections failed last time (logged once).
     pub(super) conns_error: bool,
     /// When each inbound connection was first seen (slow connections).
@@ -126,6 +130,8 @@ impl Controller {
             last_cycle: Duration::ZERO,
             promotions: 0,
             expiries: 0,
+            promotions_skipped: 0,
+            block_full: false,
             conns_error: false,
             ages: Ages::default(),
             policy,
@@ -365,6 +371,8 @@ impl Controller {
             blocked_entries: blocked.iter().filter(|e| !e.expired).count(),
             promotions: self.promotions,
             expiries: self.expiries,
+            promotions_skipped: self.promotions_skipped,
+            block_list_full: self.block_full,
             thresholds: self.threshold_rows(),
         })
     }

@@ -81,12 +81,21 @@ impl Controller {
             .map(|l| l.net)
             .collect();
         let blocked = self.sweep_expired(ListKind::Block)?;
+        let mut skipped = 0;
         if !detections.is_empty() {
             let prefix = self.policy.ipv6_prefix;
             let now_unix = clock::unix_now_s();
+            let mut room = Room::new(self.core.kernel.block_capacity()?, &blocked);
             for (net, scope, d) in
                 detect::promotable(detections, |k| source_net(k, prefix), &allow, &blocked)
             {
+                // A new entry must leave the reserve for admin and policy
+                // entries; widening a restriction replaces its entry.
+                let replaces = blocked.iter().any(|l| l.net == net);
+                if !replaces && !room.take(&net) {
+                    skipped += 1;
+                    continue;
+                }
                 let (ttl, offense) =
                     self.state
                         .offenders
@@ -94,7 +103,13 @@ impl Controller {
                 let note = d.note();
                 let mut entry = new_entry(list_reason::DETECTOR, Some(ttl), &note);
                 entry.scope = scope;
-                self.core.kernel.insert(ListKind::Block, net, &entry)?;
+                if let Err(e) = self.core.kernel.insert(ListKind::Block, net, &entry) {
+                    // The cycle goes on with the others (and is reported
+                    // below); the next cycle tries again.
+                    log::debug!("promoting {net}: {:#}", anyhow::Error::from(e));
+                    skipped += 1;
+                    continue;
+                }
                 self.promotions += 1;
                 let action = if scope == 0 { "block" } else { "restrict" };
                 self.core.audit.record(&AuditEvent::Promote {
@@ -116,10 +131,33 @@ impl Controller {
             self.state.offenders.prune(now_unix, &self.policy.blocking);
             self.save_state();
         }
+        self.report_full(skipped);
         self.prev = cur;
         self.cycles += 1;
         self.last_cycle = t0.elapsed();
         Ok(())
+    }
+
+    /// Audits the block list filling up (once, when promotions start to be
+    /// skipped) and making room again; counts what was skipped.
+    fn report_full(&mut self, skipped: u64) {
+        self.promotions_skipped += skipped;
+        if skipped > 0 && !self.block_full {
+            self.block_full = true;
+            log::error!(
+                "block list full: {skipped} promotions skipped (admin and policy entries keep \
+                 their reserve; raise capacities.block_exact / block_net)"
+            );
+            self.core
+                .audit
+                .record(&AuditEvent::BlockListFull { skipped });
+        } else if skipped == 0 && self.block_full {
+            self.block_full = false;
+            log::warn!("block list has room again");
+            self.core.audit.record(&AuditEvent::BlockListRoom {
+                skipped_total: self.promotions_skipped,
+            });
+        }
     }
 
     /// The inbound connections each source holds, when a threshold needs
@@ -178,5 +216,44 @@ impl Controller {
             });
         }
         Ok(live)
+    }
+}
+
+/// The share of each block map that promotions may not fill: kept for
+/// admin and policy entries (1/8, at least one entry).
+const RESERVE_SHIFT: u32 = 3;
+
+/// Room left for promotions in each block map (per family, exact and
+/// CIDR), from the live entries and the maps' sizes.
+struct Room {
+    /// [v4 exact, v4 CIDR, v6 exact, v6 CIDR]: entries promotions may still add.
+    left: [u64; 4],
+}
+
+impl Room {
+    fn new((exact, cidr): (u32, u32), live: &[Listed]) -> Room {
+        let usable = |cap: u32| (cap - (cap >> RESERVE_SHIFT).max(1).min(cap)) as u64;
+        let mut left = [usable(exact), usable(cidr), usable(exact), usable(cidr)];
+        for l in live {
+            let slot = &mut left[Self::slot(&l.net)];
+            *slot = slot.saturating_sub(1);
+        }
+        Room { left }
+    }
+
+    fn slot(net: &IpNet) -> usize {
+        let v6 = matches!(net, IpNet::V6(_)) as usize;
+        let cidr = !crate::model::addr::is_host(net) as usize;
+        v6 * 2 + cidr
+    }
+
+    /// Takes one entry of room for `net`; false if there is none.
+    fn take(&mut self, net: &IpNet) -> bool {
+        let slot = &mut self.left[Self::slot(net)];
+        if *slot == 0 {
+            return false;
+        }
+        *slot -= 1;
+        true
     }
 }

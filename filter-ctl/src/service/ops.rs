@@ -183,9 +183,15 @@ impl OpError {
             Some(libc::EPERM | libc::EACCES) => ErrorKind::Denied,
             _ => ErrorKind::Kernel,
         };
+        let message = match kind {
+            ErrorKind::Full => format!(
+                "{err} (the map is full: raise its size under `capacities:` in the policy)"
+            ),
+            _ => err.to_string(),
+        };
         OpError {
             kind,
-            message: err.to_string(),
+            message,
             cause: Some(err),
         }
     }
@@ -276,6 +282,11 @@ pub struct StatusReport {
     pub blocked_entries: usize,
     pub promotions: u64,
     pub expiries: u64,
+    /// Promotions skipped because the block list had no room outside the
+    /// admin and policy reserve.
+    pub promotions_skipped: u64,
+    /// Promotions are being skipped now.
+    pub block_list_full: bool,
     pub thresholds: Vec<ThresholdRow>,
 }
 
