@@ -14,6 +14,9 @@ pub enum Error {
     /// Nothing is pinned where the CLI looks for the running filter.
     #[error("no filter state in {0}: attach the filter first (filter-ctl attach IFACE) or pass --pin-dir")]
     NotAttached(PathBuf),
+    /// Another controller holds the pin directory.
+    #[error("another controller is running on {0} (it holds the pin directory's lock); stop it first, or give this one another pin_dir")]
+    PinDirLocked(PathBuf),
     /// Detach asked for an interface that has no pinned link.
     #[error("{iface} is not attached (no link pinned at {path})")]
     IfaceNotAttached { iface: String, path: PathBuf },

@@ -27,7 +27,7 @@ fn longest_live<'a, const N: usize>(
 ) -> Option<&'a ListEntry> {
     let mut len = (N * 8) as u32;
     for _ in 0..MAX_SHADOWS {
-        let e = trie.get(&Key::new(len, addr))?;
+        let e = trie.get(Key::new(len, addr))?;
         if live(e, clock) {
             return Some(e);
         }

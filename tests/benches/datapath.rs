@@ -162,6 +162,104 @@ fn bench() {
     );
 
     controller_cycle();
+    controller_lists();
+}
+
+/// The controller's work that grows with the lists, not the sources: with
+/// 200 000 exact blocks and 10 000 offenders (a long random-source
+/// attack), the cycle's list read, the promotion check of 10 000
+/// detections, the state write and an hourly audit prune.
+fn controller_lists() {
+    use filter_ctl::{
+        detect::{promotable, Detection, Listed, Offenders},
+        kernel::maps::{new_entry, ListKind},
+        policy::{Blocking, Capacities},
+        service::state::State,
+    };
+    use std::time::Instant;
+    const BLOCKS: u32 = 200_000;
+    const OFFENDERS: u32 = 10_000;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!("\ncontroller with {BLOCKS} exact blocks and {OFFENDERS} offenders, ms:");
+    let caps = Capacities {
+        block_exact: 262_144,
+        ..Capacities::default()
+    };
+    let mut ebpf = loader::load_with(None, &caps).unwrap();
+    let mut maps = Maps::from_ebpf(&mut ebpf).unwrap();
+    let entry = new_entry(filter_common::list_reason::DETECTOR, None, "bench");
+    for i in 0..BLOCKS {
+        let net = ipnet::IpNet::from(std::net::IpAddr::from((0x0b00_0000u32 + i).to_be_bytes()));
+        maps.insert(ListKind::Block, net, &entry).unwrap();
+    }
+    let t = Instant::now();
+    let listed = maps.entries(ListKind::Block).unwrap();
+    let read = t.elapsed();
+    assert_eq!(listed.len(), BLOCKS as usize);
+    let blocked: Vec<Listed> = listed
+        .iter()
+        .map(|e| Listed {
+            net: e.net,
+            scope: e.raw.scope,
+        })
+        .collect();
+    // 10 000 detections of sources not yet blocked.
+    let detections: Vec<Detection> = (0..OFFENDERS)
+        .map(|i| Detection {
+            key: filter_ctl::model::addr::source_key(
+                std::net::IpAddr::from((0x0c00_0000u32 + i).to_be_bytes()),
+                64,
+            ),
+            metric: 0,
+            rate: 1000.0,
+            threshold: 100,
+        })
+        .collect();
+    let allow: Vec<ipnet::IpNet> = vec!["192.0.2.0/24".parse().unwrap()];
+    let t = Instant::now();
+    let p = promotable(
+        detections,
+        |k| filter_ctl::model::addr::source_net(k, 64),
+        &allow,
+        &blocked,
+    );
+    let promote = t.elapsed();
+    assert_eq!(p.len(), OFFENDERS as usize);
+    let mut state = State::default();
+    let mut offenders = Offenders::default();
+    for (net, _, _) in &p {
+        offenders.promote(net, 1_800_000_000, &Blocking::default());
+    }
+    state.offenders = offenders;
+    let dir = std::env::temp_dir().join(format!("filter-bench-state-{}", std::process::id()));
+    let t = Instant::now();
+    state.save(&dir).unwrap();
+    let save = t.elapsed();
+    let size = std::fs::metadata(dir.join("state.json")).unwrap().len();
+    // An audit log of 1 000 000 lines, all within the retention.
+    let log = dir.join("audit.jsonl");
+    let line =
+        "{\"ts\":\"2026-11-22T00:00:00.000Z\",\"event\":\"promote\",\"source\":\"11.0.0.1/32\"}\n";
+    std::fs::write(&log, line.repeat(1_000_000)).unwrap();
+    let mut audit = filter_ctl::service::audit::AuditLog::open(&log).unwrap();
+    let t = Instant::now();
+    let now = humantime::parse_rfc3339("2026-11-23T00:00:00Z").unwrap();
+    assert_eq!(
+        audit
+            .prune(std::time::Duration::from_secs(86_400 * 180), now)
+            .unwrap(),
+        0
+    );
+    let prune = t.elapsed();
+    std::fs::remove_dir_all(&dir).unwrap();
+    println!(
+        "read block list {:.1}, promotion check {:.1}, state write {:.1} ({} KiB), audit prune of 1M lines {:.2}",
+        ms(read),
+        ms(promote),
+        ms(save),
+        size / 1024,
+        ms(prune)
+    );
 }
 
 /// The controller's per-interval work (read every tracked source, summing

@@ -71,10 +71,15 @@ impl Controller {
         c
     }
 
-    /// Replaces the policy file (base keys + `extra`).
+    /// Replaces the policy file (base keys + `extra`; the base interfaces
+    /// unless `extra` names its own).
     pub fn write_policy(&self, extra: &str) {
+        let interfaces = match extra.contains("interfaces:") {
+            true => String::new(),
+            false => format!("interfaces: [{SRV_ATT_IF}, {SRV_CLI_IF}]\n"),
+        };
         let text = format!(
-            "interfaces: [{SRV_ATT_IF}, {SRV_CLI_IF}]\nxdp_mode: native\npin_dir: {}\nstate_dir: {}\ncontrol_socket: {}\naudit: {{ path: {} }}\n{extra}",
+            "{interfaces}xdp_mode: native\npin_dir: {}\nstate_dir: {}\ncontrol_socket: {}\naudit: {{ path: {} }}\n{extra}",
             self.pin.display(),
             self.dir.join("state").display(),
             self.socket.display(),

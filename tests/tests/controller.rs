@@ -448,14 +448,19 @@ fn a_full_block_list_skips_promotions_keeps_cycling_and_keeps_a_reserve_for_admi
     assert!(s["promotions_skipped"].as_u64() >= Some(1), "{s}");
     // The loop goes on.
     let cycles = s["cycles"].as_u64().unwrap();
-    wait_status(&c, "more cycles", |s| s["cycles"].as_u64() > Some(cycles + 1));
+    wait_status(&c, "more cycles", |s| {
+        s["cycles"].as_u64() > Some(cycles + 1)
+    });
     assert_eq!(c.blocked().len(), 14);
     // Admins still have the reserve, and past it a clear error.
     c.ctl_ok(&["block", "192.0.2.1"]);
     c.ctl_ok(&["block", "192.0.2.2"]);
     let out = c.ctl(&["block", "192.0.2.3"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("the map is full"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("the map is full"),
+        "{err}"
+    );
     f.join().unwrap();
     let full: Vec<Value> = c
         .audit_events()
@@ -463,4 +468,116 @@ fn a_full_block_list_skips_promotions_keeps_cycling_and_keeps_a_reserve_for_admi
         .filter(|e| e["event"] == "block_list_full")
         .collect();
     assert_eq!(full.len(), 1, "audited once, not every cycle: {full:?}");
+}
+
+/// `filter-ctl run` on a copy of `c`'s policy with another control socket;
+/// waits for it to exit (it must refuse to start) and returns its output.
+fn second_controller(c: &Controller, socket: &std::path::Path) -> std::process::Output {
+    let text = std::fs::read_to_string(&c.policy).unwrap();
+    let text = text.replace(
+        &format!("control_socket: {}", c.socket.display()),
+        &format!("control_socket: {}", socket.display()),
+    );
+    let policy = c.policy.with_file_name("second.yaml");
+    std::fs::write(&policy, text).unwrap();
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &c.rig.srv.name])
+        .arg(filter_tests::controller::ctl_bin())
+        .args(["run", "--config"])
+        .arg(&policy)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a second controller kept running");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn one_controller_per_pin_dir_and_the_socket_never_damages_files() {
+    use std::os::unix::fs::PermissionsExt as _;
+    filter_tests::require_root();
+    let c = Controller::start(&format!("{INTERVAL}block: [198.51.100.0/24]\n"));
+    // The socket's existing directory is left as it was (not chmod 0700).
+    let dir = c.socket.parent().unwrap();
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "the socket's directory was changed");
+
+    // Another socket, the same pin directory: refused before any change.
+    let out = second_controller(&c, &dir.join("other.sock"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("another controller is running on"),
+        "{err}"
+    );
+    assert_eq!(c.blocked(), ["198.51.100.0/24"]);
+    assert!(c.status()["pid"].as_u64().is_some());
+
+    // A regular file where the socket should go is refused, not deleted.
+    let file = dir.join("not-a-socket");
+    std::fs::write(&file, "keep me").unwrap();
+    let out = second_controller(&c, &file);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is not a socket"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}
+
+#[test]
+fn a_reload_is_validated_whole_and_applied_all_or_nothing() {
+    use filter_tests::rig::SRV_CLI_IF;
+    filter_tests::require_root();
+    // A long interval: no cycle re-attaches what is detached below.
+    let long = "interval: 60s\nallow: [10.250.0.0/16]\n";
+    let c = Controller::start(long);
+
+    // Trigger A: an interface detached from outside, then dropped from the
+    // policy: the reload applies (it is already where it should be).
+    c.ctl_ok(&["detach", SRV_CLI_IF]);
+    c.write_policy(&format!("interfaces: [{SRV_ATT_IF}]\n{long}"));
+    c.ctl_ok(&["reload"]);
+    assert_eq!(c.status()["interfaces"], serde_json::json!([SRV_ATT_IF]));
+
+    // Trigger B: 4097 allow entries pass nothing: not `policy check`, not a
+    // reload, which changes nothing and is audited as rejected.
+    let many: Vec<String> = (0..4097u32)
+        .map(|i| format!("10.{}.{}.{}", 100 + (i >> 16), (i >> 8) & 255, i & 255))
+        .collect();
+    c.write_policy(&format!(
+        "interfaces: [{SRV_ATT_IF}]\ninterval: 60s\nallow: [{}]\n",
+        many.join(", ")
+    ));
+    let check = c.ctl(&["policy", "check", c.policy.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        !check.status.success() && err.contains("do not fit capacities.allow"),
+        "{err}"
+    );
+    let out = c.ctl(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("do not fit"), "{err}");
+    let allowed: Vec<String> = c
+        .json(&["list", "allowed", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["net"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(allowed, ["10.250.0.0/16"], "the old policy's list changed");
+    let outcomes: Vec<String> = c
+        .audit_events()
+        .iter()
+        .filter(|e| e["event"] == "reload" || e["event"] == "reload_rejected")
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["reload", "reload_rejected"]);
 }

@@ -21,23 +21,36 @@ use crate::service::{
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
-/// Binds the control socket: parent directory 0700, socket 0600. A stale
-/// socket file (no listener) is replaced; a live one means another
-/// controller runs, which is an error.
+/// Binds the control socket (mode 0600). A missing parent directory is
+/// created 0700; an existing one is left exactly as it is (it may be a
+/// shared directory). A stale socket (no listener) is replaced; a live one
+/// means another controller runs, and anything that is not a socket is
+/// refused, never deleted.
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt as _;
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!(
-                "another controller is already listening on {}",
-                path.display()
-            );
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!(
+                    "another controller is already listening on {}",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
         }
-        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+        Ok(_) => bail!(
+            "{} exists and is not a socket: refusing to replace it (set control_socket to another path)",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;

@@ -313,3 +313,38 @@ fn repeat_offenders_escalate_up_to_the_cap_and_are_forgotten() {
     o.prune(now + 86_402, &b);
     assert!(o.0.is_empty());
 }
+
+#[test]
+fn net_index_covers_by_prefix() {
+    let idx = NetIndex::new(
+        ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]
+            .iter()
+            .map(|n| n.parse().unwrap()),
+    );
+    let covers = |n: &str| idx.covers(&n.parse().unwrap());
+    assert!(covers("10.1.2.3/32") && covers("10.0.0.0/8") && covers("192.0.2.7/32"));
+    assert!(covers("2001:db8:1:2::/64"));
+    assert!(!covers("192.0.2.8/32") && !covers("11.0.0.1/32") && !covers("0.0.0.0/0"));
+    assert!(!covers("2001:db9::/64") && !covers("2001::/16"));
+}
+
+#[test]
+fn offender_history_is_bounded_keeping_the_most_recent() {
+    let b = Blocking::default();
+    let mut o = Offenders::default();
+    for i in 0..(MAX_OFFENDERS as u64 + 500) {
+        let net: IpNet = format!("10.{}.{}.{}/32", i >> 16, (i >> 8) & 255, i & 255)
+            .parse()
+            .unwrap();
+        o.promote(&net, 1_000_000 + i, &b);
+    }
+    o.prune(1_000_000 + MAX_OFFENDERS as u64 + 500, &b);
+    assert_eq!(o.0.len(), MAX_OFFENDERS);
+    assert!(!o.0.contains_key("10.0.0.0/32"), "the oldest went");
+    assert!(o.0.contains_key(&format!(
+        "10.{}.{}.{}/32",
+        (MAX_OFFENDERS + 499) >> 16,
+        ((MAX_OFFENDERS + 499) >> 8) & 255,
+        (MAX_OFFENDERS + 499) & 255
+    )));
+}

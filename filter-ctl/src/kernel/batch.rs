@@ -32,7 +32,8 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Every entry of a per-CPU hash map as (key, one value per possible CPU).
+/// Every entry of a per-CPU hash map as (key, one value per possible CPU);
+/// with `nr_cpus` 1, of a plain hash map whose value size is a multiple of 8.
 pub fn lookup_percpu<K: Pod, V: Pod>(
     fd: BorrowedFd<'_>,
     nr_cpus: usize,

@@ -222,6 +222,56 @@ fn load_error(e: ProgramError) -> Error {
     }
 }
 
+/// An exclusive lock on a pin directory, held while a controller runs
+/// (flock on the directory itself: bpffs holds no regular files). Released
+/// when dropped, or when the process dies.
+pub struct PinLock(#[allow(dead_code)] std::os::fd::OwnedFd);
+
+/// Takes the pin directory's lock, creating the directory on a bpf
+/// filesystem first if needed; fails at once if another process holds it.
+pub fn lock_pin_dir(pin_dir: &Path) -> Result<PinLock> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    if ensure_bpffs(pin_dir)? {
+        log::warn!("mounted a bpf filesystem on {SYS_FS_BPF}");
+    }
+    std::fs::create_dir_all(pin_dir).map_err(|error| Error::Io {
+        what: "creating pin directory",
+        path: pin_dir.to_owned(),
+        error,
+    })?;
+    let c = CString::new(pin_dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::NotBpffs(pin_dir.to_owned()))?;
+    // SAFETY: a valid C string; the descriptor is owned below.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::Io {
+            what: "opening pin directory",
+            path: pin_dir.to_owned(),
+            error: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a valid descriptor.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(Error::PinDirLocked(pin_dir.to_owned()));
+        }
+        return Err(Error::Io {
+            what: "locking pin directory",
+            path: pin_dir.to_owned(),
+            error,
+        });
+    }
+    Ok(PinLock(fd))
+}
+
 /// Interface index, or a clear error.
 pub fn if_index(iface: &str) -> Result<u32> {
     let c = CString::new(iface).map_err(|_| Error::UnknownInterface(iface.to_owned()))?;

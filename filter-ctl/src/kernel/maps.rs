@@ -139,6 +139,19 @@ impl Maps {
         ))
     }
 
+    /// How many entries each allow map holds at most (per family).
+    pub fn allow_capacity(&self) -> Result<u32> {
+        use aya::maps::IterableMap as _;
+        self.allow_v4
+            .map()
+            .info()
+            .map(|i| i.max_entries())
+            .map_err(map_err(format!(
+                "reading {}'s size",
+                catalog::ALLOW_V4.name
+            )))
+    }
+
     /// Where the maps are pinned (None for maps taken from an object).
     pub fn pin_dir(&self) -> Option<&Path> {
         self.pin_dir.as_deref()
@@ -290,12 +303,13 @@ impl Maps {
                 }
             }
             ListKind::Block => {
-                for item in self.block_v4.iter() {
-                    let (k, v) = item.map_err(err())?;
+                // The exact maps can hold hundreds of thousands of entries:
+                // read them in batches (one syscall per ~1000, not two per
+                // entry), one at a time only where the kernel cannot.
+                for (k, v) in exact_entries(&self.block_v4)? {
                     push(net_v4(k, 32), "exact", v);
                 }
-                for item in self.block_v6.iter() {
-                    let (k, v) = item.map_err(err())?;
+                for (k, v) in exact_entries(&self.block_v6)? {
                     push(net_v6(k, 128), "exact", v);
                 }
                 for item in self.block_net_v4.iter() {
@@ -446,6 +460,48 @@ pub fn listed(
             .then(|| raw.expires_ns.saturating_sub(now) / 1_000_000_000),
         expired,
         raw,
+    }
+}
+
+/// Every entry of an exact block map in batches; None where the kernel has
+/// no batch look-up (EINVAL), so the caller walks the map instead.
+/// Entries of an exact block map, key first.
+type ExactEntries<const N: usize> = Vec<([u8; N], ListEntry)>;
+
+/// Every entry of an exact block map: in batches (one syscall per ~1000
+/// entries; these maps can hold hundreds of thousands), one at a time only
+/// where the kernel has no batch look-up.
+fn exact_entries<const N: usize>(
+    map: &HashMap<MapData, [u8; N], ListEntry>,
+) -> Result<ExactEntries<N>> {
+    match exact_batched(map) {
+        Some(all) => all,
+        None => map
+            .iter()
+            .map(|item| item.map_err(map_err("reading the exact block list")))
+            .collect(),
+    }
+}
+
+fn exact_batched<const N: usize>(
+    map: &HashMap<MapData, [u8; N], ListEntry>,
+) -> Option<Result<ExactEntries<N>>> {
+    use aya::maps::IterableMap as _;
+    use std::os::fd::AsFd as _;
+    const _: () = assert!(std::mem::size_of::<ListEntry>().is_multiple_of(8));
+    // A plain hash map is a per-CPU one with a single copy of each value
+    // (ListEntry's size is a multiple of 8: no padding between values).
+    match crate::kernel::batch::lookup_percpu::<[u8; N], ListEntry>(map.map().fd().as_fd(), 1) {
+        Ok(all) => Some(Ok(all
+            .into_iter()
+            .map(|(k, mut v)| (k, v.remove(0)))
+            .collect())),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+        Err(error) => Some(Err(Error::Io {
+            what: "batch-reading",
+            path: "the exact block list".into(),
+            error,
+        })),
     }
 }
 

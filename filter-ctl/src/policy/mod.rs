@@ -408,6 +408,40 @@ impl Policy {
                 ));
             }
         }
+        // Each list must fit its maps (per address family; single
+        // addresses and prefixes of the block list go to different maps),
+        // or a reload would stop half way through writing it.
+        let count = |nets: &[Net], v6: bool, host: Option<bool>| {
+            nets.iter()
+                .filter(|n| matches!(n.0, ipnet::IpNet::V6(_)) == v6)
+                .filter(|n| host.is_none_or(|h| crate::model::addr::is_host(&n.0) == h))
+                .count()
+        };
+        for v6 in [false, true] {
+            let family = if v6 { "IPv6" } else { "IPv4" };
+            for (list, key, n, cap) in [
+                ("allow", "allow", count(&self.allow, v6, None), c.allow),
+                (
+                    "block",
+                    "block_exact",
+                    count(&self.block, v6, Some(true)),
+                    c.block_exact,
+                ),
+                (
+                    "block",
+                    "block_net",
+                    count(&self.block, v6, Some(false)),
+                    c.block_net,
+                ),
+            ] {
+                if n as u64 > cap as u64 {
+                    return Err(format!(
+                        "{}: {n} {family} entries do not fit capacities.{key} ({cap}); raise it (it applies when the maps are created)",
+                        at(list)
+                    ));
+                }
+            }
+        }
         for a in &self.allow {
             if let Some(b) = self
                 .block

@@ -6,7 +6,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::Write as _,
-    os::unix::fs::OpenOptionsExt as _,
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -165,41 +165,71 @@ impl AuditLog {
     }
 
     /// Drops the lines whose timestamp is older than `now - retention`,
-    /// rewriting the file atomically. Lines that cannot be read as audit
-    /// lines are kept (never delete what we do not understand). Returns how
-    /// many lines were dropped.
+    /// rewriting the file atomically with its mode and owner kept. Lines
+    /// are appended in time order, so only the file's head is examined, up
+    /// to the first line within the retention: the common hourly call reads
+    /// one line. The file is streamed, never read whole. Lines that cannot
+    /// be read as audit lines (a torn write, cut UTF-8) are kept: never
+    /// delete what we do not understand. Returns how many lines went.
     pub fn prune(
         &mut self,
         retention: std::time::Duration,
         now: SystemTime,
     ) -> std::io::Result<usize> {
+        use std::io::{BufRead as _, BufReader, BufWriter};
         let cutoff = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
+        // Some(true): expired; Some(false): within retention; None: unknown.
+        let expired = |line: &[u8]| -> Option<bool> {
+            let v: Value = serde_json::from_slice(line).ok()?;
+            let t = humantime::parse_rfc3339(v["ts"].as_str()?).ok()?;
+            Some(t < cutoff)
+        };
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
-        let keep: Vec<&str> = text
-            .lines()
-            .filter(|line| {
-                let ts = serde_json::from_str::<Value>(line).ok().and_then(|v| {
-                    v["ts"]
-                        .as_str()
-                        .and_then(|t| humantime::parse_rfc3339(t).ok())
-                });
-                ts.is_none_or(|t| t >= cutoff)
-            })
-            .collect();
-        let dropped = text.lines().count() - keep.len();
+        // Pass 1: how many head lines go (and where the head ends).
+        let mut reader = BufReader::new(file);
+        let mut line = Vec::new();
+        let (mut dropped, mut head_lines) = (0usize, 0usize);
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            match expired(line.trim_ascii_end()) {
+                Some(false) => break,
+                Some(true) => dropped += 1,
+                None => {}
+            }
+            head_lines += 1;
+        }
         if dropped == 0 {
             return Ok(0);
         }
+        // Pass 2: the kept head lines, then the rest as it is.
+        let mut reader = BufReader::new(File::open(&self.path)?);
+        let meta = reader.get_ref().metadata()?;
         let tmp = self.path.with_extension("pruning");
-        let mut body = keep.join("\n");
-        if !body.is_empty() {
-            body.push('\n');
+        let out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()))?;
+        out.set_permissions(meta.permissions())?;
+        let mut out = BufWriter::new(out);
+        for _ in 0..head_lines {
+            line.clear();
+            reader.read_until(b'\n', &mut line)?;
+            if expired(line.trim_ascii_end()) != Some(true) {
+                out.write_all(&line)?;
+            }
         }
-        std::fs::write(&tmp, body)?;
+        std::io::copy(&mut reader, &mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
         // The old handle points at the replaced file.
         self.file = Some(self.reopen()?);
@@ -241,6 +271,37 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prune_keeps_the_mode_and_survives_a_torn_line_with_cut_utf8() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("filter-audit-mode-{}", std::process::id()));
+        let path = dir.join("audit.jsonl");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut body = b"{\"ts\":\"2026-01-01T00:00:00.000Z\",\"event\":\"promote\"}\n".to_vec();
+        body.extend_from_slice(b"{\"ts\":\"2026-11-21T00:00:00.000Z\",\"event\":\"start\"}\n");
+        // A write cut short by a full disk, in the middle of a UTF-8 character.
+        body.extend_from_slice(b"{\"ts\":\"2026-11-21T01:00:00.000Z\",\"note\":\"caf\xc3");
+        std::fs::write(&path, &body).unwrap();
+        let mut log = AuditLog::open(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let now = humantime::parse_rfc3339("2026-11-22T00:00:00Z").unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(log.prune(180 * day, now).unwrap(), 1);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "the rewrite changed the mode");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            body[body.iter().position(|&b| b == b'\n').unwrap() + 1..]
+        );
+        // And later prunes do not fail on it.
+        assert_eq!(log.prune(180 * day, now).unwrap(), 0);
+        let later = humantime::parse_rfc3339("2027-12-01T00:00:00Z").unwrap();
+        assert_eq!(log.prune(180 * day, later).unwrap(), 1);
+        let torn = &body[body.iter().rposition(|&b| b == b'\n').unwrap() + 1..];
+        assert_eq!(std::fs::read(&path).unwrap(), torn);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn prune_drops_lines_older_than_the_retention_only() {

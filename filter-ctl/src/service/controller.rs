@@ -35,6 +35,9 @@ use crate::{
     },
 };
 
+/// How often a changing offender history is written at most.
+const STATE_SAVE_EVERY: Duration = Duration::from_secs(10);
+
 /// Options from the command line that complement the policy file.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -44,6 +47,8 @@ pub struct RunOptions {
 }
 
 pub struct Controller {
+    /// Held while running: one controller per pin directory.
+    _lock: loader::PinLock,
     pub(super) opts: RunOptions,
     pub(super) policy: Policy,
     pub(super) core: Core<Maps>,
@@ -62,6 +67,12 @@ pub struct Controller {
     pub(super) promotions_skipped: u64,
     /// Promotions are being skipped now.
     pub(super) block_full: bool,
+    /// Live block entries at the last cycle (status reads this, not the
+    /// maps: a status must stay cheap with 200 000 entries).
+    pub(super) blocked_live: usize,
+    /// The state changed since it was last written.
+    pub(super) state_dirty: bool,
+    pub(super) state_saved: Instant,
     /// Reading the host's connections failed last time (logged once).
     pub(super) conns_error: bool,
     /// When each inbound connection was first seen (slow connections).
@@ -80,6 +91,7 @@ impl Controller {
     /// [`Controller::start`] with the policy already loaded.
     pub fn start_with(opts: RunOptions, policy: Policy) -> anyhow::Result<Controller> {
         let interfaces = Self::interfaces(&policy, &opts)?;
+        let lock = loader::lock_pin_dir(&policy.pin_dir)?;
         if !crate::kernel::btf::TcpSockOffsets::from_kernel().complete() {
             log::warn!(
                 "this kernel's BTF (/sys/kernel/btf/vmlinux) does not describe tcp_sock and \
@@ -116,6 +128,7 @@ impl Controller {
         maps.set_config(&config)?;
         maps.set_ports(policy.ports.tcp.listed(), policy.ports.udp.listed())?;
         let mut c = Controller {
+            _lock: lock,
             opts,
             prev: Snapshot::default(),
             attached: interfaces,
@@ -132,13 +145,24 @@ impl Controller {
             expiries: 0,
             promotions_skipped: 0,
             block_full: false,
+            blocked_live: 0,
+            state_dirty: false,
+            state_saved: Instant::now(),
             conns_error: false,
             ages: Ages::default(),
             policy,
         };
-        c.sync_policy_lists()?;
+        let policy = c.policy.clone();
+        c.sync_policy_lists(&policy)?;
         c.prune_audit();
         c.prev = c.core.kernel.snapshot()?;
+        c.blocked_live = c
+            .core
+            .kernel
+            .entries(ListKind::Block)?
+            .iter()
+            .filter(|e| !e.expired)
+            .count();
         c.core.audit.record(&AuditEvent::Start {
             policy: c.opts.policy_path.clone(),
             interfaces: c.attached.clone(),
@@ -172,26 +196,93 @@ impl Controller {
         self.state.thresholds(&self.policy)
     }
 
-    /// Writes the policy's allow and block entries; removes entries that a
+    /// Writes `policy`'s allow and block entries; removes entries that a
     /// previous policy put there and this one no longer lists. Admin and
-    /// detector entries are left alone.
-    fn sync_policy_lists(&mut self) -> anyhow::Result<()> {
+    /// detector entries are left alone. Checked first against the room in
+    /// the maps; if a write still fails, the entries it added are taken out
+    /// again, so the lists are as before.
+    fn sync_policy_lists(&mut self, policy: &Policy) -> anyhow::Result<()> {
+        let mut plans = Vec::new();
         for (list, nets) in [
-            (ListKind::Allow, self.policy.allow.clone()),
-            (ListKind::Block, self.policy.block.clone()),
+            (ListKind::Allow, &policy.allow),
+            (ListKind::Block, &policy.block),
         ] {
             let wanted: Vec<IpNet> = nets.iter().map(|n| n.0).collect();
-            for e in self.core.kernel.entries(list)? {
-                if e.raw.reason == list_reason::POLICY && !wanted.contains(&e.net) {
-                    self.core.kernel.remove(list, e.net)?;
+            let current = self.core.kernel.entries(list)?;
+            let stale: Vec<IpNet> = current
+                .iter()
+                .filter(|e| e.raw.reason == list_reason::POLICY && !wanted.contains(&e.net))
+                .map(|e| e.net)
+                .collect();
+            let new: Vec<IpNet> = wanted
+                .iter()
+                .filter(|n| !current.iter().any(|e| e.net == **n))
+                .copied()
+                .collect();
+            self.check_room(list, &current, &stale, &new)?;
+            plans.push((list, wanted, stale, new));
+        }
+        let entry = new_entry(list_reason::POLICY, None, "policy");
+        let mut added: Vec<(ListKind, IpNet)> = Vec::new();
+        for (list, wanted, _, new) in &plans {
+            for &net in wanted {
+                if let Err(e) = self.core.kernel.insert(*list, net, &entry) {
+                    for &(l, n) in &added {
+                        let _ = self.core.kernel.remove(l, n);
+                    }
+                    return Err(
+                        anyhow::Error::from(e).context("writing the policy's lists (undone)")
+                    );
                 }
+                if new.contains(&net) {
+                    added.push((*list, net));
+                }
+            }
+        }
+        for (list, wanted, stale, _) in plans {
+            for net in stale {
+                self.core.kernel.remove(list, net)?;
             }
             if list == ListKind::Block {
                 self.core.lift_restrictions_within(&wanted)?;
             }
-            let entry = new_entry(list_reason::POLICY, None, "policy");
-            for net in wanted {
-                self.core.kernel.insert(list, net, &entry)?;
+        }
+        Ok(())
+    }
+
+    /// Fails if adding `new` (and removing `stale`) would overfill one of
+    /// `list`'s maps as they were created (pinned maps keep their size,
+    /// whatever the policy's capacities say now).
+    fn check_room(
+        &self,
+        list: ListKind,
+        current: &[crate::kernel::maps::ListedEntry],
+        stale: &[IpNet],
+        new: &[IpNet],
+    ) -> anyhow::Result<()> {
+        let (exact, cidr) = self.core.kernel.block_capacity()?;
+        let allow_cap = self.core.kernel.allow_capacity()?;
+        // [v4 exact, v4 CIDR, v6 exact, v6 CIDR] (allow: CIDR slots only).
+        let slot = |n: &IpNet| {
+            let v6 = matches!(n, IpNet::V6(_)) as usize;
+            let cidr = list == ListKind::Allow || !crate::model::addr::is_host(n);
+            v6 * 2 + cidr as usize
+        };
+        let mut used = [0i64; 4];
+        current.iter().for_each(|e| used[slot(&e.net)] += 1);
+        stale.iter().for_each(|n| used[slot(n)] -= 1);
+        new.iter().for_each(|n| used[slot(n)] += 1);
+        for (i, &n) in used.iter().enumerate() {
+            let cap = match (list, i % 2) {
+                (ListKind::Allow, _) => allow_cap,
+                (ListKind::Block, 0) => exact,
+                (ListKind::Block, _) => cidr,
+            };
+            if n > cap as i64 {
+                bail!(
+                    "the policy's {list} list does not fit: {n} {} entries in a map of {cap}",
+                    if i < 2 { "IPv4" } else { "IPv6" }
+                );
             }
         }
         Ok(())
@@ -212,35 +303,57 @@ impl Controller {
     }
 
     pub(super) fn save_state(&mut self) {
-        if let Err(e) = self.state.save(&self.policy.state_dir) {
-            log::error!("saving state: {e:#}");
+        match self.state.save(&self.policy.state_dir) {
+            Ok(()) => {
+                self.state_dirty = false;
+                self.state_saved = Instant::now();
+            }
+            Err(e) => log::error!("saving state: {e:#}"),
         }
     }
 
-    /// Re-reads the policy. If it is invalid, nothing changes and the error
-    /// says why.
+    /// Saves the offender history at most every [`STATE_SAVE_EVERY`] under
+    /// a sustained attack (it is for escalation, not for enforcement: the
+    /// blocks themselves are in the pinned maps), and at shutdown.
+    pub(super) fn state_changed(&mut self) {
+        self.state_dirty = true;
+        if self.state_saved.elapsed() >= STATE_SAVE_EVERY {
+            self.save_state();
+        }
+    }
+
+    /// Re-reads the policy, validates everything that can be checked
+    /// (the file, interfaces, audit log, room in the maps) and then applies
+    /// it all or nothing: a step that fails undoes the ones before it. Every
+    /// outcome is audited (`reload` or `reload_rejected`).
     pub fn reload(&mut self, by: &Caller) -> anyhow::Result<String> {
-        let new = match Policy::load(&self.opts.policy_path) {
-            Ok(p) => p,
+        match self.try_reload() {
+            Ok(msg) => {
+                self.core.audit.record(&AuditEvent::Reload {
+                    policy: self.opts.policy_path.clone(),
+                    interfaces: self.attached.clone(),
+                    by: by.clone(),
+                });
+                Ok(msg)
+            }
             Err(e) => {
                 self.core.audit.record(&AuditEvent::ReloadRejected {
-                    error: e.to_string(),
+                    error: format!("{e:#}"),
                 });
-                return Err(e.into());
+                Err(e)
             }
-        };
+        }
+    }
+
+    fn try_reload(&mut self) -> anyhow::Result<String> {
+        let new = Policy::load(&self.opts.policy_path)?;
         if new.pin_dir != self.policy.pin_dir {
-            let e = anyhow::anyhow!("pin_dir cannot change on reload (restart the controller)");
-            self.core.audit.record(&AuditEvent::ReloadRejected {
-                error: e.to_string(),
-            });
-            return Err(e);
+            bail!("pin_dir cannot change on reload (restart the controller)");
         }
         let interfaces = Self::interfaces(&new, &self.opts)?;
         for iface in &interfaces {
             loader::if_index(iface)?;
         }
-        // Everything that can fail on its own comes before the first change.
         let new_audit = match new.audit.path != self.policy.audit.path {
             true => Some(
                 AuditLog::open(&new.audit.path)
@@ -249,16 +362,40 @@ impl Controller {
             false => None,
         };
         let config = new.kernel_config(&self.state.thresholds(&new));
-        for iface in interfaces.iter().filter(|i| !self.attached.contains(i)) {
-            loader::attach(iface, new.xdp_mode, &new.pin_dir, &config, &new.capacities)?;
+        let old_config = self.core.kernel.config()?;
+        // Undoable steps, in order; on a failure, what was done is undone.
+        let mut attached_now = Vec::new();
+        let applied = (|| -> anyhow::Result<()> {
+            for iface in interfaces.iter().filter(|i| !self.attached.contains(i)) {
+                loader::attach(iface, new.xdp_mode, &new.pin_dir, &config, &new.capacities)
+                    .with_context(|| format!("attach {iface}"))?;
+                attached_now.push(iface.clone());
+            }
+            self.core.kernel.set_config(&config)?;
+            self.core
+                .kernel
+                .set_ports(new.ports.tcp.listed(), new.ports.udp.listed())?;
+            self.sync_policy_lists(&new)
+        })();
+        if let Err(e) = applied {
+            for iface in &attached_now {
+                let _ = loader::detach(iface, &new.pin_dir, false);
+            }
+            let _ = self.core.kernel.set_config(&old_config);
+            let _ = self.core.kernel.set_ports(
+                self.policy.ports.tcp.listed(),
+                self.policy.ports.udp.listed(),
+            );
+            return Err(e);
         }
+        // Interfaces the new policy drops: one detached from outside
+        // meanwhile is already where it should be.
         for iface in self.attached.iter().filter(|i| !interfaces.contains(i)) {
-            loader::detach(iface, &new.pin_dir, false)?;
+            match loader::detach(iface, &new.pin_dir, false) {
+                Ok(()) | Err(crate::error::Error::IfaceNotAttached { .. }) => {}
+                Err(e) => log::error!("detach {iface}: {:#}", anyhow::Error::from(e)),
+            }
         }
-        self.core.kernel.set_config(&config)?;
-        self.core
-            .kernel
-            .set_ports(new.ports.tcp.listed(), new.ports.udp.listed())?;
         if let Some(log) = new_audit {
             self.core.audit.record(&AuditEvent::AuditMoved {
                 to: new.audit.path.clone(),
@@ -268,18 +405,11 @@ impl Controller {
         self.lost.retain(|i| interfaces.contains(i));
         self.attached = interfaces;
         self.policy = new;
-        self.sync_policy_lists()?;
-        let msg = format!(
+        Ok(format!(
             "reloaded {}: interfaces {}",
             self.opts.policy_path.display(),
             self.attached.join(", ")
-        );
-        self.core.audit.record(&AuditEvent::Reload {
-            policy: self.opts.policy_path.clone(),
-            interfaces: self.attached.clone(),
-            by: by.clone(),
-        });
-        Ok(msg)
+        ))
     }
 
     /// Answers one admin operation: those that need the policy or the
@@ -350,11 +480,6 @@ impl Controller {
     }
 
     fn status(&self) -> Result<StatusReport, OpError> {
-        let blocked = self
-            .core
-            .kernel
-            .entries(ListKind::Block)
-            .map_err(OpError::kernel)?;
         Ok(StatusReport {
             pid: std::process::id(),
             uptime_s: self.started.elapsed().as_secs(),
@@ -368,7 +493,7 @@ impl Controller {
             cycles: self.cycles,
             last_cycle_ms: self.last_cycle.as_secs_f64() * 1e3,
             tracked_sources: self.prev.sources.len(),
-            blocked_entries: blocked.iter().filter(|e| !e.expired).count(),
+            blocked_entries: self.blocked_live,
             promotions: self.promotions,
             expiries: self.expiries,
             promotions_skipped: self.promotions_skipped,
@@ -386,6 +511,9 @@ impl Controller {
                     log::error!("detach {iface}: {:#}", anyhow::Error::from(e));
                 }
             }
+        }
+        if self.state_dirty {
+            self.save_state();
         }
         self.core.audit.record(&AuditEvent::Stop {
             signal: signal.to_owned(),

@@ -56,10 +56,7 @@ impl Controller {
                         .audit
                         .record(&AuditEvent::InterfaceRestored { iface });
                 }
-                Err(e) => log::error!(
-                    "{iface}: re-attaching failed: {:#}",
-                    anyhow::Error::from(e)
-                ),
+                Err(e) => log::error!("{iface}: re-attaching failed: {:#}", anyhow::Error::from(e)),
             }
         }
     }
@@ -81,6 +78,7 @@ impl Controller {
             .map(|l| l.net)
             .collect();
         let blocked = self.sweep_expired(ListKind::Block)?;
+        self.blocked_live = blocked.len();
         let mut skipped = 0;
         if !detections.is_empty() {
             let prefix = self.policy.ipv6_prefix;
@@ -129,7 +127,7 @@ impl Controller {
                 );
             }
             self.state.offenders.prune(now_unix, &self.policy.blocking);
-            self.save_state();
+            self.state_changed();
         }
         self.report_full(skipped);
         self.prev = cur;

@@ -184,9 +184,9 @@ impl OpError {
             _ => ErrorKind::Kernel,
         };
         let message = match kind {
-            ErrorKind::Full => format!(
-                "{err} (the map is full: raise its size under `capacities:` in the policy)"
-            ),
+            ErrorKind::Full => {
+                format!("{err} (the map is full: raise its size under `capacities:` in the policy)")
+            }
             _ => err.to_string(),
         };
         OpError {

@@ -23,29 +23,57 @@ pub struct State {
 }
 
 impl State {
-    /// Reads the state; a missing file is an empty state.
+    /// Reads the state; a missing file is an empty state. An empty or
+    /// unreadable-as-JSON file (a disk that filled up, a hand edit) must not
+    /// keep the filter's controller down: it is moved aside as
+    /// `state.json.bad-<unix time>`, a warning says so, and the controller
+    /// starts with an empty state (threshold overrides and offender history
+    /// lost; the pinned block list is not part of it).
     pub fn load(dir: &Path) -> anyhow::Result<State> {
         let path = dir.join(FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => String::new(),
+            Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+        };
+        match serde_json::from_str(&text) {
+            Ok(state) => Ok(state),
+            Err(e) => {
+                let aside = dir.join(format!("{FILE}.bad-{}", crate::model::clock::unix_now_s()));
+                std::fs::rename(&path, &aside)
+                    .map_err(|e| anyhow::anyhow!("moving aside {}: {e}", path.display()))?;
+                log::warn!(
+                    "{} is not a valid state file ({e}); moved to {} and starting with an empty \
+                     state (threshold overrides and offender history are lost)",
+                    path.display(),
+                    aside.display()
+                );
+                Ok(State::default())
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
         }
     }
 
-    /// Writes to a temporary file and renames it over the old one, so a
-    /// crash never leaves a torn file.
+    /// Writes to a temporary file, flushes it to disk, renames it over the
+    /// old one and flushes the directory: a crash or power loss leaves the
+    /// old file or the new one, never a torn or empty one.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        use std::io::Write as _;
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
         let tmp = dir.join(format!("{FILE}.tmp"));
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(&tmp, text)
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+        let text = serde_json::to_vec(self)?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()
+        };
+        write().map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, dir.join(FILE))
-            .map_err(|e| anyhow::anyhow!("replacing {}: {e}", dir.join(FILE).display()))
+            .map_err(|e| anyhow::anyhow!("replacing {}: {e}", dir.join(FILE).display()))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| anyhow::anyhow!("flushing {}: {e}", dir.display()))
     }
 
     /// The policy's thresholds with the overrides applied.
@@ -76,8 +104,27 @@ mod tests {
         assert_eq!(back, s);
         let t = back.thresholds(&Policy::default());
         assert_eq!((t.syn, t.rst), (50, Policy::default().thresholds.rst));
-        std::fs::write(dir.join(FILE), "{ not json").unwrap();
-        assert!(State::load(&dir).is_err());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_empty_or_corrupt_file_is_moved_aside_and_the_state_starts_empty() {
+        let dir = std::env::temp_dir().join(format!("filter-state-bad-{}", std::process::id()));
+        for bad in ["", "{ not json", "\u{feff}\0\0"] {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(FILE), bad).unwrap();
+            assert_eq!(State::load(&dir).unwrap(), State::default(), "{bad:?}");
+            assert!(!dir.join(FILE).exists());
+            let aside: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                aside.len() == 1 && aside[0].starts_with("state.json.bad-"),
+                "{aside:?}"
+            );
+            assert_eq!(std::fs::read_to_string(dir.join(&aside[0])).unwrap(), bad);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 }
