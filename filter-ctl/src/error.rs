@@ -38,6 +38,10 @@ pub enum Error {
         prefix: u8,
         suggested: String,
     },
+    /// An IPv4-mapped IPv6 address: the filter sees such a source as IPv4,
+    /// so the entry would never match.
+    #[error("'{given}' is an IPv4-mapped IPv6 address, which never matches: traffic from it arrives as IPv4; write {v4}")]
+    MappedV4 { given: String, v4: String },
     /// Not an IP address or CIDR.
     #[error("'{0}' is not an IP address or CIDR (examples: 203.0.113.7, 198.51.100.0/24, 2001:db8::/48)")]
     BadAddress(String),

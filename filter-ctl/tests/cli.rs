@@ -192,6 +192,41 @@ fn bad_arguments_are_rejected_before_anything_is_opened() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("examples: 90s, 10m, 1h, 2d"));
     assert_eq!(ctl(nowhere, &["frobnicate"]).status.code(), Some(2));
+    // TTLs are whole seconds up to ten years, reasons one line of text:
+    // refused before anything is sent or opened.
+    for (args, says) in [
+        (
+            &["block", "1.2.3.4", "--ttl", "500ms"][..],
+            "not a whole number of seconds",
+        ),
+        (
+            &["block", "1.2.3.4", "--ttl", "1500ms"][..],
+            "not a whole number of seconds",
+        ),
+        (
+            &["block", "1.2.3.4", "--ttl", "99999999999days"][..],
+            "longer than ten years",
+        ),
+        (
+            &["allow", "1.2.3.4", "--reason", "two\nlines"][..],
+            "control character",
+        ),
+        (
+            &["block", "1.2.3.4", "--reason", "\u{1b}[31mred"][..],
+            "control character",
+        ),
+    ] {
+        let out = ctl(nowhere, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() == Some(2) && err.contains(says),
+            "{args:?}: {err}"
+        );
+    }
+    assert_one_line_error(
+        &ctl(nowhere, &["block", "::ffff:10.1.2.3"]),
+        "IPv4-mapped IPv6 address, which never matches",
+    );
     // A misspelt threshold is refused by the parser, before any socket is
     // tried (here: none exists), naming the valid ones.
     for args in [

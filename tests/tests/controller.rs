@@ -135,7 +135,12 @@ fn sigkill_mid_flood_leaves_the_filter_dropping_and_a_restart_keeps_every_entry(
     assert_eq!(c.ctl(&["status"]).status.code(), Some(3));
     // With no controller the CLI runs the same service on the pins: the
     // edit is validated, applied and audited, marked offline.
-    c.ctl_ok(&["block", "192.0.2.9", "--reason", "offline edit"]);
+    let out = c.ctl(&["block", "192.0.2.9", "--reason", "offline edit"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("no controller is running: applied to the maps"),
+        "the offline path must say so: {err}"
+    );
     let out = c.ctl(&["unblock", "192.0.2.10"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not in the block list: 192.0.2.10/32"),
@@ -580,4 +585,70 @@ fn a_reload_is_validated_whole_and_applied_all_or_nothing() {
         .map(|e| e["event"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(outcomes, ["reload", "reload_rejected"]);
+}
+
+#[test]
+fn run_takes_pin_dir_and_socket_from_the_command_line_over_the_policy() {
+    filter_tests::require_root();
+    let mut c = Controller::start(INTERVAL);
+    assert!(c.kill(libc::SIGTERM).success());
+    // Its links stay attached after a stop; free the interfaces.
+    c.ctl_ok(&["detach", "--all"]);
+    let pin = c.pin.with_file_name("from-cli");
+    let socket = c.socket.with_file_name("from-cli.sock");
+    /// Stops the controller even when an assertion fails first.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Stop(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &c.rig.srv.name])
+            .arg(filter_tests::controller::ctl_bin())
+            .arg("--pin-dir")
+            .arg(&pin)
+            .env("FILTER_SOCKET", &socket)
+            .args(["run", "--config"])
+            .arg(&c.policy)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(c.policy.with_file_name("from-cli.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let status = |socket: &std::path::Path| {
+        std::process::Command::new(filter_tests::controller::ctl_bin())
+            .arg("--socket")
+            .arg(socket)
+            .args(["status", "--json"])
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s: Value = loop {
+        let out = status(&socket);
+        if out.status.success() {
+            break serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no controller on {}: {}",
+            socket.display(),
+            std::fs::read_to_string(c.policy.with_file_name("from-cli.log")).unwrap()
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(s["pin_dir"], pin.to_str().unwrap());
+    assert!(
+        pin.join("CONFIG").exists(),
+        "maps not pinned under --pin-dir"
+    );
+    assert_eq!(
+        status(&c.socket).status.code(),
+        Some(3),
+        "the policy's socket was used"
+    );
 }

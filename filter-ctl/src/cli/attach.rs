@@ -28,9 +28,9 @@ pub struct Attach {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     xdp_mode: AttachMode,
-    /// IPv6 sources are counted per prefix of this length (1-128).
+    /// IPv6 sources are counted per prefix of this length (32-128).
     #[arg(long, default_value_t = filter_common::DEFAULT_IPV6_PREFIX,
-          value_parser = clap::value_parser!(u32).range(1..=128))]
+          value_parser = clap::value_parser!(u32).range(crate::policy::MIN_IPV6_PREFIX as i64..=128))]
     ipv6_prefix: u32,
     /// Packets a new source must send within ~1 s before it gets its own
     /// counters (1 = count every source from its first packet).
@@ -50,21 +50,21 @@ impl Attach {
             track_min_packets: self.track_min_packets,
             ..Config::default()
         };
-        if g.pin_dir.join(filter_common::maps::CONFIG.name).exists() {
+        if g.pin_dir().join(filter_common::maps::CONFIG.name).exists() {
             eprintln!(
                 "note: reusing the maps pinned under {} and their configuration",
-                g.pin_dir.display()
+                g.pin_dir().display()
             );
         }
         for iface in &self.ifaces {
             let caps = crate::policy::Capacities::default();
-            match loader::attach(iface, self.xdp_mode, &g.pin_dir, &config, &caps)
+            match loader::attach(iface, self.xdp_mode, &g.pin_dir(), &config, &caps)
                 .with_context(|| format!("attach {iface}"))?
             {
                 Attached::New => println!(
                     "attached to {iface} ({} mode), pinned under {}",
                     self.xdp_mode,
-                    g.pin_dir.display()
+                    g.pin_dir().display()
                 ),
                 Attached::Already => println!("{iface}: already attached, left as it is"),
                 Attached::Upgraded => {

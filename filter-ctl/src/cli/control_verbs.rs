@@ -24,12 +24,12 @@ pub struct Status {
 
 impl Status {
     pub fn execute(self, g: &Global) -> anyhow::Result<()> {
-        let s = match Client::new(&g.socket).call(&Op::Status) {
+        let s = match Client::new(&g.socket()).call(&Op::Status) {
             Ok(Done::Status(s)) => s,
             Ok(other) => return Err(other.unexpected().into()),
             Err(e) if e.kind == ErrorKind::NotRunning => {
-                let path = g.socket.display().to_string();
-                let attached = crate::kernel::loader::attached_interfaces(&g.pin_dir);
+                let path = g.socket().display().to_string();
+                let attached = crate::kernel::loader::attached_interfaces(&g.pin_dir());
                 if self.json {
                     print_json(
                         &serde_json::json!({"running": false, "socket": path, "attached": attached}),

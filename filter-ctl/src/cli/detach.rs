@@ -25,21 +25,21 @@ pub struct Detach {
 
 impl Detach {
     pub fn execute(self, g: &Global) -> anyhow::Result<()> {
-        loader::check_bpffs(&g.pin_dir)?;
+        loader::check_bpffs(&g.pin_dir())?;
         let ifaces = if self.all {
-            loader::attached_interfaces(&g.pin_dir)
+            loader::attached_interfaces(&g.pin_dir())
         } else {
             self.ifaces
         };
         for iface in &ifaces {
-            loader::detach(iface, &g.pin_dir, false)?;
+            loader::detach(iface, &g.pin_dir(), false)?;
             println!("detached from {iface}");
         }
         if self.purge {
-            let left = loader::attached_interfaces(&g.pin_dir);
+            let left = loader::attached_interfaces(&g.pin_dir());
             if left.is_empty() {
-                loader::purge_maps(&g.pin_dir)?;
-                println!("removed pinned maps under {}", g.pin_dir.display());
+                loader::purge_maps(&g.pin_dir())?;
+                println!("removed pinned maps under {}", g.pin_dir().display());
             } else {
                 println!("kept pinned maps: still attached to {}", left.join(", "));
             }

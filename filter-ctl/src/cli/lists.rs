@@ -83,7 +83,7 @@ pub struct Block {
     #[arg(long, default_value = "0")]
     ttl: Ttl,
     /// Why, kept with the entry (up to 48 bytes).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", value_parser = super::reason)]
     reason: String,
 }
 
@@ -125,7 +125,7 @@ pub struct Allow {
     #[arg(long, default_value = "0")]
     ttl: Ttl,
     /// Why, kept with the entry (up to 48 bytes).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", value_parser = super::reason)]
     reason: String,
 }
 

@@ -43,47 +43,80 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Directory on a bpf filesystem holding the pinned maps and links.
+    /// Directory on a bpf filesystem holding the pinned maps and links
+    /// [default: /sys/fs/bpf/filter]. Given to `run`, it replaces the
+    /// policy's `pin_dir`.
     #[arg(
-        long,
+        long = "pin-dir",
         global = true,
         env = "FILTER_PIN_DIR",
         hide_env_values = true,
-        default_value = DEFAULT_PIN_DIR
+        value_name = "PIN_DIR"
     )]
-    pub pin_dir: PathBuf,
-    /// The running controller's control socket.
+    pin_dir: Option<PathBuf>,
+    /// The running controller's control socket [default:
+    /// /run/filter/ctl.sock]. Given to `run`, it replaces the policy's
+    /// `control_socket`.
     #[arg(
-        long,
+        long = "socket",
         global = true,
         env = "FILTER_SOCKET",
         hide_env_values = true,
-        default_value = crate::policy::DEFAULT_SOCKET
+        value_name = "SOCKET"
     )]
-    pub socket: PathBuf,
+    socket: Option<PathBuf>,
     /// The audit log that changes made with no controller running go to
-    /// (a running controller writes its policy's).
+    /// [default: /var/log/filter/audit.jsonl] (a running controller writes
+    /// its policy's).
     #[arg(
-        long,
+        long = "audit-log",
         global = true,
         env = "FILTER_AUDIT_LOG",
         hide_env_values = true,
-        default_value = crate::policy::DEFAULT_AUDIT_LOG
+        value_name = "AUDIT_LOG"
     )]
-    pub audit_log: PathBuf,
+    audit_log: Option<PathBuf>,
 }
 
 impl Global {
+    pub fn pin_dir(&self) -> PathBuf {
+        self.pin_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PIN_DIR.into())
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| crate::policy::DEFAULT_SOCKET.into())
+    }
+
+    pub fn audit_log(&self) -> PathBuf {
+        self.audit_log
+            .clone()
+            .unwrap_or_else(|| crate::policy::DEFAULT_AUDIT_LOG.into())
+    }
+
     /// Applies `op` through the running controller; with none running, the
     /// same service code applies it to the pinned maps here (validated and
     /// audited the same way, the audit line saying it was offline).
     fn call(&self, op: Op) -> Result<Done, OpError> {
-        match Client::new(&self.socket).call(&op) {
+        match Client::new(&self.socket()).call(&op) {
             Err(e) if e.kind == ErrorKind::NotRunning => {
                 // SAFETY: geteuid has no preconditions and cannot fail.
                 let uid = unsafe { libc::geteuid() };
-                Core::offline(&self.pin_dir, &self.audit_log, &op)?
-                    .apply(&Caller::Offline { uid }, op)
+                let edits = op.edits();
+                let done = Core::offline(&self.pin_dir(), &self.audit_log(), &op)?
+                    .apply(&Caller::Offline { uid }, op)?;
+                if edits {
+                    eprintln!(
+                        "note: no controller is running: applied to the maps pinned under {} \
+                         and audited to {}",
+                        self.pin_dir().display(),
+                        self.audit_log().display()
+                    );
+                }
+                Ok(done)
             }
             answer => answer,
         }
@@ -146,17 +179,37 @@ pub struct Ttl(pub Option<std::time::Duration>);
 impl std::str::FromStr for Ttl {
     type Err = String;
 
+    /// Whole seconds up to ten years: an entry stores exactly what was
+    /// asked (no 500ms rounded to an entry expired on arrival, no 10^11
+    /// days wrapped to another date).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim() {
             "0" | "never" | "permanent" => Ok(Ttl(None)),
             t => match humantime::parse_duration(t) {
                 Ok(d) if d.is_zero() => Ok(Ttl(None)),
+                Ok(d) if d.subsec_nanos() != 0 => Err(format!(
+                    "'{t}' is not a whole number of seconds; TTLs are kept in seconds (e.g. 1s, 90s)"
+                )),
+                Ok(d) if d > crate::policy::MAX_TTL => Err(format!(
+                    "'{t}' is longer than ten years; use 0 for no expiry"
+                )),
                 Ok(d) => Ok(Ttl(Some(d))),
                 Err(e) => Err(format!(
                     "'{t}' is not a duration ({e}); examples: 90s, 10m, 1h, 2d"
                 )),
             },
         }
+    }
+}
+
+/// A reason kept with a list entry: one line of printable text (a newline
+/// or escape sequence would break `list` and the audit log's readers).
+fn reason(s: &str) -> Result<String, String> {
+    match s.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!(
+            "the reason contains a control character ({c:?}); give one line of text"
+        )),
+        None => Ok(s.to_owned()),
     }
 }
 

@@ -5,7 +5,6 @@ use clap::Args;
 use super::Global;
 use crate::{
     api::unix,
-    policy::Policy,
     service::{
         controller::{self, RunOptions},
         Service,
@@ -37,22 +36,24 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn execute(self, _g: &Global) -> anyhow::Result<()> {
+    pub fn execute(self, g: &Global) -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let policy = Policy::load(&self.config)?;
+            let opts = RunOptions {
+                policy_path: self.config,
+                interfaces: self.interfaces,
+                pin_dir: g.pin_dir.clone(),
+                socket: g.socket.clone(),
+            };
+            let policy = opts.load_policy()?;
             // The socket first: a second controller must fail before it
             // touches the maps or the links of the first.
             let socket = policy.control_socket.clone();
             let listener = unix::bind(&socket)?;
             let (service, calls) = Service::channel(QUEUED_CALLS);
             let server = tokio::spawn(unix::serve(listener, service));
-            let opts = RunOptions {
-                policy_path: self.config,
-                interfaces: self.interfaces,
-            };
             let result = controller::run(opts, policy, calls).await;
             server.abort();
             let _ = std::fs::remove_file(&socket);

@@ -318,7 +318,8 @@ impl Offenders {
         let secs = (b.ttl.0.as_secs_f64() * factor).min(b.max_ttl.0.as_secs_f64());
         entry.count += 1;
         entry.last_unix_s = now_unix_s;
-        (Duration::from_secs_f64(secs), entry.count)
+        let ttl = Duration::try_from_secs_f64(secs).unwrap_or(b.max_ttl.0);
+        (ttl, entry.count)
     }
 
     /// Drops histories older than `forget_after`, and the oldest beyond

@@ -21,6 +21,18 @@ pub fn parse_net(s: &str) -> Result<IpNet> {
                 .map_err(|_| Error::BadAddress(s.to_owned()))?,
         )
     };
+    if let IpNet::V6(v6) = net {
+        if let Some(v4) = v6.addr().to_ipv4_mapped() {
+            return Err(Error::MappedV4 {
+                given: s.to_owned(),
+                v4: match v6.prefix_len() {
+                    128 => v4.to_string(),
+                    p if p >= 96 => format!("{v4}/{}", p - 96),
+                    _ => v4.to_string(),
+                },
+            });
+        }
+    }
     let trunc = net.trunc();
     if trunc != net {
         return Err(Error::HostBitsSet {

@@ -160,6 +160,18 @@ impl Default for Policy {
 
 /// Where the controller listens for the admin CLI.
 pub const DEFAULT_SOCKET: &str = "/run/filter/ctl.sock";
+/// Shortest IPv6 prefix sources may be counted per (an ISP's allocation).
+pub const MIN_IPV6_PREFIX: u8 = 32;
+/// Highest `track_min_packets`: well inside the sketch's 24-bit counters.
+pub const MAX_TRACK_MIN_PACKETS: u32 = 1_000_000;
+/// Longest TTL anywhere (blocks, promotions): ten years. No expiry is
+/// written as 0, not as a huge duration.
+pub const MAX_TTL: Duration = Duration::from_secs(3650 * 86_400);
+/// Largest map size the policy may ask for (each entry costs kernel memory
+/// at creation, per CPU for the sources).
+pub const MAX_CAPACITY: u32 = 1 << 24;
+pub const MAX_ALLOW_CAPACITY: u32 = 1 << 20;
+
 /// Where the audit log goes unless the policy says otherwise.
 pub const DEFAULT_AUDIT_LOG: &str = "/var/log/filter/audit.jsonl";
 
@@ -189,7 +201,7 @@ allow: []
 # Always dropped (policy entries are re-applied on start and reload).
 block: []
 
-# IPv6 sources are counted per prefix of this length.
+# IPv6 sources are counted per prefix of this length (32-128).
 ipv6_prefix: 64
 # Packets a new source must send within ~1 s before it is counted on its own.
 track_min_packets: 4
@@ -316,15 +328,20 @@ impl Policy {
                 self.interval
             ));
         }
-        if !(1..=128).contains(&self.ipv6_prefix) {
+        if !(MIN_IPV6_PREFIX..=128).contains(&self.ipv6_prefix) {
             return Err(format!(
-                "{}: must be 1 to 128, got {}",
+                "{}: must be {MIN_IPV6_PREFIX} to 128, got {} (a shorter prefix would count, and \
+                 block, whole providers as one source)",
                 at("ipv6_prefix"),
                 self.ipv6_prefix
             ));
         }
-        if self.track_min_packets == 0 {
-            return Err(format!("{}: must be at least 1", at("track_min_packets")));
+        if !(1..=MAX_TRACK_MIN_PACKETS).contains(&self.track_min_packets) {
+            return Err(format!(
+                "{}: must be 1 to {MAX_TRACK_MIN_PACKETS}, got {} (the sketch counts no higher)",
+                at("track_min_packets"),
+                self.track_min_packets
+            ));
         }
         for (i, iface) in self.interfaces.iter().enumerate() {
             if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ', '\0']) {
@@ -344,6 +361,15 @@ impl Policy {
                 at("blocking.escalation"),
                 b.escalation
             ));
+        }
+        for (name, d) in [("blocking.ttl", b.ttl), ("blocking.max_ttl", b.max_ttl)] {
+            if d.0 > MAX_TTL {
+                return Err(format!(
+                    "{}: at most {} days, got {d}",
+                    at(name),
+                    MAX_TTL.as_secs() / 86_400
+                ));
+            }
         }
         if b.max_ttl < b.ttl {
             return Err(format!(
@@ -395,15 +421,15 @@ impl Policy {
             ));
         }
         let c = &self.capacities;
-        for (name, v) in [
-            ("sources", c.sources),
-            ("block_exact", c.block_exact),
-            ("block_net", c.block_net),
-            ("allow", c.allow),
+        for (name, v, max) in [
+            ("sources", c.sources, MAX_CAPACITY),
+            ("block_exact", c.block_exact, MAX_CAPACITY),
+            ("block_net", c.block_net, MAX_CAPACITY),
+            ("allow", c.allow, MAX_ALLOW_CAPACITY),
         ] {
-            if v == 0 {
+            if v == 0 || v > max {
                 return Err(format!(
-                    "{}: must be more than 0",
+                    "{}: must be 1 to {max}, got {v}",
                     at(&format!("capacities.{name}"))
                 ));
             }

@@ -81,7 +81,43 @@ fn bad_snippets_name_the_field_and_line() {
             "blocking.escalation (line 1)",
             ">= 1.0",
         ),
-        ("ipv6_prefix: 0\n", "ipv6_prefix (line 1)", "1 to 128"),
+        ("ipv6_prefix: 0\n", "ipv6_prefix (line 1)", "32 to 128"),
+        ("ipv6_prefix: 1\n", "ipv6_prefix (line 1)", "32 to 128"),
+        (
+            "track_min_packets: 20000000\n",
+            "track_min_packets (line 1)",
+            "1 to 1000000",
+        ),
+        (
+            "capacities: { block_exact: 4294967295 }\n",
+            "capacities.block_exact (line 1)",
+            "1 to 16777216",
+        ),
+        (
+            "capacities: { allow: 2000000 }\n",
+            "capacities.allow (line 1)",
+            "1 to 1048576",
+        ),
+        (
+            "allow: [\"::ffff:10.1.2.3\"]\n",
+            "IPv4-mapped",
+            "write 10.1.2.3",
+        ),
+        (
+            "block: [\"::ffff:10.1.2.0/120\"]\n",
+            "IPv4-mapped",
+            "write 10.1.2.0/24",
+        ),
+        (
+            "blocking: { ttl: 18446744073709551615s, max_ttl: 18446744073709551615s }\n",
+            "blocking.ttl",
+            "at most 3650 days",
+        ),
+        (
+            "blocking: { max_ttl: 20000days }\n",
+            "blocking.max_ttl",
+            "at most",
+        ),
         ("ipv6_prefix: 300\n", "ipv6_prefix", "line 1"),
         (
             "rate_limit:\n  syn: { rate: 5 }\n",
@@ -101,7 +137,7 @@ fn bad_snippets_name_the_field_and_line() {
         (
             "capacities: { sources: 0 }\n",
             "capacities.sources (line 1)",
-            "more than 0",
+            "1 to 16777216",
         ),
         ("interfaces: [\"has space\"]\n", "not an interface name", ""),
         (

@@ -44,6 +44,25 @@ pub struct RunOptions {
     pub policy_path: PathBuf,
     /// Interfaces added to the policy's.
     pub interfaces: Vec<String>,
+    /// Replaces the policy's `pin_dir` (`--pin-dir`, `FILTER_PIN_DIR`).
+    pub pin_dir: Option<PathBuf>,
+    /// Replaces the policy's `control_socket` (`--socket`, `FILTER_SOCKET`).
+    pub socket: Option<PathBuf>,
+}
+
+impl RunOptions {
+    /// Reads the policy file and applies the command line's overrides, at
+    /// start and at every reload alike.
+    pub fn load_policy(&self) -> Result<Policy, crate::policy::PolicyError> {
+        let mut policy = Policy::load(&self.policy_path)?;
+        if let Some(dir) = &self.pin_dir {
+            policy.pin_dir = dir.clone();
+        }
+        if let Some(socket) = &self.socket {
+            policy.control_socket = socket.clone();
+        }
+        Ok(policy)
+    }
 }
 
 pub struct Controller {
@@ -84,7 +103,7 @@ impl Controller {
     /// the policy lists and opens the audit log. Nothing is attached if the
     /// policy is invalid.
     pub fn start(opts: RunOptions) -> anyhow::Result<Controller> {
-        let policy = Policy::load(&opts.policy_path)?;
+        let policy = opts.load_policy()?;
         Self::start_with(opts, policy)
     }
 
@@ -346,7 +365,7 @@ impl Controller {
     }
 
     fn try_reload(&mut self) -> anyhow::Result<String> {
-        let new = Policy::load(&self.opts.policy_path)?;
+        let new = self.opts.load_policy()?;
         if new.pin_dir != self.policy.pin_dir {
             bail!("pin_dir cannot change on reload (restart the controller)");
         }

@@ -164,7 +164,17 @@ impl<K: Kernel> Core<K> {
         reason: String,
     ) -> Result<Done, OpError> {
         let net = exact(net)?;
+        if reason.chars().any(char::is_control) {
+            return Err(OpError::bad_input(
+                "the reason contains a control character; give one line of text",
+            ));
+        }
         let ttl = ttl_s.filter(|&s| s > 0).map(Duration::from_secs);
+        if ttl.is_some_and(|t| t > crate::policy::MAX_TTL) {
+            return Err(OpError::bad_input(
+                "a TTL longer than ten years; use none for no expiry",
+            ));
+        }
         if list == ListKind::Block {
             self.lift_restrictions_within(&[net])?;
         }

@@ -215,6 +215,29 @@ fn a_network_with_host_bits_is_bad_input_and_changes_nothing() {
 }
 
 #[test]
+fn a_reason_with_control_characters_or_an_endless_ttl_is_bad_input() {
+    let mut r = Rig::new("reason");
+    for op in [
+        Op::Add {
+            list: ListKind::Allow,
+            net: net("192.0.2.1/32"),
+            ttl_s: None,
+            reason: "two\nlines".into(),
+        },
+        Op::Add {
+            list: ListKind::Block,
+            net: net("192.0.2.1/32"),
+            ttl_s: Some(u64::MAX),
+            reason: String::new(),
+        },
+    ] {
+        assert_eq!(r.apply(op).unwrap_err().kind, ErrorKind::BadInput);
+    }
+    assert!(r.core.kernel.lists.is_empty());
+    assert!(r.audit().is_empty());
+}
+
+#[test]
 fn a_full_map_is_full_by_errno_and_nothing_is_audited() {
     let mut r = Rig::new("full");
     r.core.kernel.capacity = 1;
