@@ -283,23 +283,38 @@ impl Maps {
         }
     }
 
-    /// Every entry of one list, sorted by network.
+    /// Every entry of one list, sorted by network, as the CLI shows it.
     pub fn entries(&self, list: ListKind) -> Result<Vec<ListedEntry>> {
         let now = clock::monotonic_ns();
+        let mut out: Vec<ListedEntry> = self
+            .raw_entries(list)?
+            .into_iter()
+            .map(|(net, raw)| {
+                let matches = match list == ListKind::Block && is_host(&net) {
+                    true => "exact",
+                    false => "cidr",
+                };
+                listed(net, list, matches, raw, now)
+            })
+            .collect();
+        out.sort_by_key(|e| e.net);
+        Ok(out)
+    }
+
+    /// Every entry of one list as stored, unsorted: what the controller's
+    /// sweep needs every cycle (no text made for 200 000 entries).
+    pub fn raw_entries(&self, list: ListKind) -> Result<Vec<(IpNet, ListEntry)>> {
         let mut out = Vec::new();
-        let mut push = |net: IpNet, matches: &'static str, raw: ListEntry| {
-            out.push(listed(net, list, matches, raw, now))
-        };
         let err = || map_err(format!("reading the {list:?} list"));
         match list {
             ListKind::Allow => {
                 for item in self.allow_v4.iter() {
                     let (k, v) = item.map_err(err())?;
-                    push(net_v4(k.data(), k.prefix_len()), "cidr", v);
+                    out.push((net_v4(k.data(), k.prefix_len()), v));
                 }
                 for item in self.allow_v6.iter() {
                     let (k, v) = item.map_err(err())?;
-                    push(net_v6(k.data(), k.prefix_len()), "cidr", v);
+                    out.push((net_v6(k.data(), k.prefix_len()), v));
                 }
             }
             ListKind::Block => {
@@ -307,22 +322,21 @@ impl Maps {
                 // read them in batches (one syscall per ~1000, not two per
                 // entry), one at a time only where the kernel cannot.
                 for (k, v) in exact_entries(&self.block_v4)? {
-                    push(net_v4(k, 32), "exact", v);
+                    out.push((net_v4(k, 32), v));
                 }
                 for (k, v) in exact_entries(&self.block_v6)? {
-                    push(net_v6(k, 128), "exact", v);
+                    out.push((net_v6(k, 128), v));
                 }
                 for item in self.block_net_v4.iter() {
                     let (k, v) = item.map_err(err())?;
-                    push(net_v4(k.data(), k.prefix_len()), "cidr", v);
+                    out.push((net_v4(k.data(), k.prefix_len()), v));
                 }
                 for item in self.block_net_v6.iter() {
                     let (k, v) = item.map_err(err())?;
-                    push(net_v6(k.data(), k.prefix_len()), "cidr", v);
+                    out.push((net_v6(k.data(), k.prefix_len()), v));
                 }
             }
         }
-        out.sort_by_key(|e| e.net);
         Ok(out)
     }
 

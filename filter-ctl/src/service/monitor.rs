@@ -195,20 +195,22 @@ impl Controller {
     /// Removes the entries of `list` whose expiry has passed (the kernel
     /// already ignores them), audits each, and returns the live ones.
     fn sweep_expired(&mut self, list: ListKind) -> anyhow::Result<Vec<Listed>> {
+        let now = clock::monotonic_ns();
         let mut live = Vec::new();
-        for e in self.core.kernel.entries(list)? {
-            if !e.expired {
+        for (net, raw) in self.core.kernel.raw_entries(list)? {
+            if raw.expires_ns == 0 || raw.expires_ns > now {
                 live.push(Listed {
-                    net: e.net,
-                    scope: e.raw.scope,
+                    net,
+                    scope: raw.scope,
                 });
                 continue;
             }
-            self.core.kernel.remove(list, e.net)?;
+            self.core.kernel.remove(list, net)?;
             self.expiries += 1;
+            let e = crate::kernel::maps::listed(net, list, "", raw, now);
             self.core.audit.record(&AuditEvent::Expire {
                 list,
-                net: e.net,
+                net,
                 reason: e.reason,
                 note: e.note,
             });
