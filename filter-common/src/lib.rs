@@ -55,6 +55,12 @@ pub mod maps {
     /// `Array<u64>`: bitmaps of the host's open ports, read when the policy
     /// lists them (see [`port_mode`]).
     pub const PORTS: MapDef = MapDef::new::<u32, u64>("PORTS");
+    /// Verified sources: key → CLOCK_MONOTONIC ns the verification ends.
+    pub const VERIFIED: MapDef = MapDef::new::<SourceKey, u64>("VERIFIED");
+    /// Sources with a challenge pending: key → ns of their first SYN.
+    pub const PENDING: MapDef = MapDef::new::<SourceKey, u64>("PENDING");
+    /// Per-CPU counters the controller reads ([`counter`]).
+    pub const COUNTERS: MapDef = MapDef::new::<u32, u64>("COUNTERS");
     /// `LpmTrie<[u8; 4], ListEntry>`: IPv4 allowlist.
     pub const ALLOW_V4: MapDef = MapDef::lpm::<[u8; 4], ListEntry>("ALLOW_V4");
     /// `LpmTrie<[u8; 16], ListEntry>`: IPv6 allowlist.
@@ -69,7 +75,7 @@ pub mod maps {
     pub const BLOCK_NET_V6: MapDef = MapDef::lpm::<[u8; 16], ListEntry>("BLOCK_NET_V6");
 
     /// Every map the program owns, in a stable order (pinning, inspection).
-    pub const ALL: [MapDef; 13] = [
+    pub const ALL: [MapDef; 16] = [
         CONFIG,
         STATS,
         SOURCES,
@@ -77,6 +83,9 @@ pub mod maps {
         SCRATCH,
         FORGET,
         PORTS,
+        VERIFIED,
+        PENDING,
+        COUNTERS,
         ALLOW_V4,
         ALLOW_V6,
         BLOCK_V4,
@@ -99,6 +108,20 @@ pub mod capacity {
     pub const BLOCK_EXACT: u32 = 262_144;
     /// CIDR blocks per family.
     pub const BLOCK_NET: u32 = 65_536;
+    /// Verified sources (LRU; only sources that passed a challenge get in,
+    /// so a spoofed flood cannot evict them).
+    pub const VERIFIED: u32 = 65_536;
+    /// Pending challenges (LRU: a large spoofed flood churns it).
+    pub const PENDING: u32 = 262_144;
+}
+
+/// Slots of the `COUNTERS` map.
+pub mod counter {
+    /// SYNs (without ACK) that reached the verification step: the offered
+    /// SYN load the controller's `auto` mode watches.
+    pub const SYNS: u32 = 0;
+    /// Slots in the map.
+    pub const SLOTS: u32 = 4;
 }
 
 /// Words of the `PORTS` map: 65 536 bits for TCP, then as many for UDP.
@@ -149,11 +172,22 @@ pub enum Reason {
     /// a SYN), from a restriction the controller promoted: dropped. The
     /// source's in-connection traffic still passes.
     Restricted = 10,
+    /// A SYN from a source not yet verified, while verification is on: the
+    /// first SYN of `first_syn_drop`, remembered and dropped (the
+    /// challenge). Its retransmission verifies the source.
+    Unverified = 11,
+    /// A retransmitted SYN inside the window: the source is now verified;
+    /// passed.
+    Verified = 12,
+    /// A SYN from a source with a challenge pending, outside the window
+    /// (too soon: a flood repeating itself; or too late): dropped, and the
+    /// challenge starts over.
+    ChallengeFailed = 13,
 }
 
 impl Reason {
     /// Number of reasons in use.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 14;
     /// Every reason, in slot order.
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Passed,
@@ -167,6 +201,9 @@ impl Reason {
         Reason::RateLimited,
         Reason::ClosedPort,
         Reason::Restricted,
+        Reason::Unverified,
+        Reason::Verified,
+        Reason::ChallengeFailed,
     ];
 
     /// Stable name used in CLI output, JSON and metrics.
@@ -183,6 +220,9 @@ impl Reason {
             Reason::RateLimited => "rate_limited",
             Reason::ClosedPort => "closed_port",
             Reason::Restricted => "restricted",
+            Reason::Unverified => "unverified",
+            Reason::Verified => "verified",
+            Reason::ChallengeFailed => "challenge_failed",
         }
     }
 
@@ -195,6 +235,8 @@ impl Reason {
                 | Reason::RateLimited
                 | Reason::ClosedPort
                 | Reason::Restricted
+                | Reason::Unverified
+                | Reason::ChallengeFailed
         )
     }
 }
@@ -416,7 +458,24 @@ pub struct Config {
     /// one epoch on one CPU counts a scan ([`SourceCounters::scans`]);
     /// 0 = no scan counting.
     pub scan_ports: u32,
-    pub _reserved: [u32; 5],
+    /// Source verification ([`verify_mode`]): the mechanism, and whether
+    /// it is on now (the controller's `auto` turns it on and off).
+    pub verify_mode: u32,
+    pub verify_active: u32,
+    /// `first_syn_drop`: a retransmitted SYN verifies its source when it
+    /// comes this long after the first, in ms (too soon is a flood
+    /// repeating itself, too late a new attempt).
+    pub retry_min_ms: u32,
+    pub retry_max_ms: u32,
+    /// How long a verified source stays verified, in s.
+    pub verified_ttl_s: u32,
+}
+
+/// Values of [`Config::verify_mode`].
+pub mod verify_mode {
+    pub const OFF: u32 = 0;
+    /// Drop a source's first SYN; its retransmission verifies it.
+    pub const FIRST_SYN_DROP: u32 = 1;
 }
 
 /// Default IPv6 source prefix.
@@ -433,7 +492,11 @@ impl Default for Config {
             tcp_ports: port_mode::OFF,
             udp_ports: port_mode::OFF,
             scan_ports: 0,
-            _reserved: [0; 5],
+            verify_mode: verify_mode::OFF,
+            verify_active: 0,
+            retry_min_ms: 0,
+            retry_max_ms: 0,
+            verified_ttl_s: 0,
         }
     }
 }

@@ -16,6 +16,7 @@ mod maps;
 mod parse;
 mod stats;
 mod track;
+mod verify;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use filter_common::{
@@ -148,6 +149,16 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
     if let Class::Closed { .. } = class {
         return Ok(Reason::ClosedPort);
     }
+    // A SYN nothing else dropped, while verification is on: the source
+    // must prove itself first (allowlisted sources never got here).
+    if class == Class::Syn && verdict.is_none() {
+        verify::count_syn();
+        if cfg.verify_active != 0 {
+            if let Some(r) = verify::syn(&key, cfg, &mut clock) {
+                return Ok(r);
+            }
+        }
+    }
     Ok(verdict.unwrap_or(reason))
 }
 
@@ -179,7 +190,11 @@ static DEFAULT_CONFIG: Config = Config {
     tcp_ports: port_mode::OFF,
     udp_ports: port_mode::OFF,
     scan_ports: 0,
-    _reserved: [0; 5],
+    verify_mode: filter_common::verify_mode::OFF,
+    verify_active: 0,
+    retry_min_ms: 0,
+    retry_max_ms: 0,
+    verified_ttl_s: 0,
 };
 
 #[inline(always)]

@@ -3,10 +3,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::LpmTrie, Array, HashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use filter_common::{
-    capacity, Config, ListEntry, Sketch, SourceCounters, SourceKey, StatValue, PORT_WORDS,
+    capacity, counter, Config, ListEntry, Sketch, SourceCounters, SourceKey, StatValue, PORT_WORDS,
     STATS_SLOTS,
 };
 
@@ -42,6 +42,21 @@ pub static FORGET: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Written and read only here: the count-min sketch that gates `SOURCES`.
 #[map]
 pub static SKETCH: PerCpuArray<Sketch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Written here when a source passes a challenge (key → monotonic ns its
+/// verification ends), read here on its SYNs; listed and swept by the
+/// controller. Shared by all CPUs.
+#[map]
+pub static VERIFIED: LruHashMap<SourceKey, u64> =
+    LruHashMap::with_max_entries(capacity::VERIFIED, 0);
+
+/// Written and read here: the time of a source's first, dropped SYN.
+#[map]
+pub static PENDING: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(capacity::PENDING, 0);
+
+/// Written here (`counter::*` slots), read by the controller.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::SLOTS, 0);
 
 /// Written by the controller, read here.
 #[map]

@@ -68,6 +68,11 @@ impl Filter {
         .unwrap_or_else(|e| panic!("test_run x{times}: {e}"));
     }
 
+    /// A `COUNTERS` slot summed over CPUs.
+    pub fn counter(&self, slot: u32) -> u64 {
+        self.maps.counter(slot).unwrap()
+    }
+
     pub fn counters(&self, src: &str) -> Option<SourceCounters> {
         let addr: IpAddr = src.parse().unwrap();
         let key = source_key(addr, self.config.ipv6_prefix_len as u8);

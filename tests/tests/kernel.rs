@@ -804,3 +804,76 @@ fn the_map_catalogue_is_the_compiled_objects() {
         );
     }
 }
+
+fn first_syn_drop_config() -> Config {
+    Config {
+        track_min_packets: 1,
+        verify_mode: filter_common::verify_mode::FIRST_SYN_DROP,
+        verify_active: 1,
+        retry_min_ms: 150,
+        retry_max_ms: 700,
+        verified_ttl_s: 60,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn first_syn_drop_verifies_a_source_by_its_retransmission_inside_the_window() {
+    let mut f = Filter::with_config(first_syn_drop_config());
+    let syn = Packet::tcp("198.51.100.70", SYN).build();
+    // The first SYN is the challenge: dropped.
+    assert_eq!(f.run(&syn), DROP);
+    assert_eq!(f.stat(Reason::Unverified).packets, 1);
+    // Repeated at once (a flood resending, not a TCP stack): too soon.
+    assert_eq!(f.run(&syn), DROP);
+    assert_eq!(f.stat(Reason::ChallengeFailed).packets, 1);
+    // The retransmission inside the window verifies the source...
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(f.run(&syn), PASS);
+    assert_eq!(f.stat(Reason::Verified).packets, 1);
+    // ...and its later SYNs pass as they are.
+    assert_eq!(f.run(&syn), PASS);
+    assert_eq!(f.stat(Reason::Passed).packets, 1);
+    // Other packets of a source are not challenged.
+    assert_eq!(f.run(&Packet::tcp("198.51.100.71", ACK).build()), PASS);
+
+    // Outside the window the challenge starts over.
+    let late = Packet::tcp("198.51.100.72", SYN).build();
+    assert_eq!(f.run(&late), DROP);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(f.run(&late), DROP, "a retransmission after the window");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(f.run(&late), PASS, "the next one, inside the new window");
+
+    // IPv6 (per /64), the same way.
+    let v6 = Packet::tcp("2001:db8:70::1", SYN).build();
+    assert_eq!(f.run(&v6), DROP);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(f.run(&Packet::tcp("2001:db8:70::2", SYN).build()), PASS);
+
+    // Allowlisted sources are never challenged.
+    f.allow("192.0.2.0/24");
+    assert_eq!(f.run(&Packet::tcp("192.0.2.9", SYN).build()), PASS);
+}
+
+#[test]
+fn a_spoofed_flood_never_verifies_and_inactive_verification_passes_every_syn() {
+    let mut f = Filter::with_config(first_syn_drop_config());
+    // One SYN per forged address, as a random-source flood sends them.
+    for i in 0..2000u32 {
+        let src = std::net::Ipv4Addr::from(0x0a40_0000 + i).to_string();
+        assert_eq!(f.run(&Packet::tcp(&src, SYN).build()), DROP);
+    }
+    assert_eq!(f.stat(Reason::Unverified).packets, 2000);
+    assert_eq!(f.stat(Reason::Verified).packets, 0);
+    // Off (as `auto` leaves it while calm): SYNs pass, and are counted for
+    // the controller's SYN rate.
+    let cfg = Config {
+        verify_active: 0,
+        ..first_syn_drop_config()
+    };
+    f.maps.set_config(&cfg).unwrap();
+    assert_eq!(f.run(&Packet::tcp("10.64.0.1", SYN).build()), PASS);
+    let syns: u64 = f.counter(filter_common::counter::SYNS);
+    assert_eq!(syns, 2001);
+}

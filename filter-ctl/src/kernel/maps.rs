@@ -68,6 +68,8 @@ pub struct Maps {
     config: Array<MapData, Config>,
     ports: Array<MapData, u64>,
     stats: PerCpuArray<MapData, StatValue>,
+    counters: PerCpuArray<MapData, u64>,
+    verified: HashMap<MapData, SourceKey, u64>,
     sources: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
     allow_v4: LpmTrie<MapData, [u8; 4], ListEntry>,
     allow_v6: LpmTrie<MapData, [u8; 16], ListEntry>,
@@ -170,6 +172,8 @@ impl Maps {
             config: typed!(catalog::CONFIG.name),
             ports: typed!(catalog::PORTS.name),
             stats: typed!(catalog::STATS.name),
+            counters: typed!(catalog::COUNTERS.name),
+            verified: typed!(catalog::VERIFIED.name),
             sources: typed!(catalog::SOURCES.name),
             allow_v4: typed!(catalog::ALLOW_V4.name),
             allow_v6: typed!(catalog::ALLOW_V6.name),
@@ -338,6 +342,37 @@ impl Maps {
             }
         }
         Ok(out)
+    }
+
+    /// A `COUNTERS` slot (`filter_common::counter`) summed over CPUs.
+    pub fn counter(&self, slot: u32) -> Result<u64> {
+        let per_cpu = self
+            .counters
+            .get(&slot, 0)
+            .map_err(map_err("reading COUNTERS"))?;
+        Ok(per_cpu.iter().sum())
+    }
+
+    /// Verified sources with the monotonic ns their verification ends.
+    pub fn verified(&self) -> Result<Vec<(SourceKey, u64)>> {
+        self.verified
+            .iter()
+            .map(|item| item.map_err(map_err("reading VERIFIED")))
+            .collect()
+    }
+
+    /// Ends a source's verification (`Ok(false)`: it was not verified).
+    pub fn unverify(&mut self, key: &SourceKey) -> Result<bool> {
+        match self.verified.remove(key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(map_err("removing from VERIFIED")(e)),
+        }
     }
 
     /// Verdict totals summed over CPUs, one row per reason.
