@@ -652,3 +652,134 @@ fn run_takes_pin_dir_and_socket_from_the_command_line_over_the_policy() {
         "the policy's socket was used"
     );
 }
+
+/// A `TcpExt` counter of the server namespace (/proc/net/netstat).
+fn tcp_ext(c: &Controller, name: &str) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &c.rig.srv.name, "cat", "/proc/net/netstat"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or_else(|| panic!("no TcpExt {name}"))
+}
+
+/// `n` connects from the legitimate client, each timed; how many
+/// completed, and the slowest.
+fn timed_connects(c: &Controller, n: usize) -> (usize, Duration) {
+    let dst: SocketAddr = format!("{SRV_CLI_IP}:8080").parse().unwrap();
+    let mut slowest = Duration::ZERO;
+    let ok = (0..n)
+        .filter(|_| {
+            let t = Instant::now();
+            let ok = connect_to(&c.rig.cli, CLI_IP, dst, Duration::from_secs(3)).is_ok();
+            slowest = slowest.max(t.elapsed());
+            ok
+        })
+        .count();
+    (ok, slowest)
+}
+
+#[test]
+fn first_syn_drop_keeps_a_spoofed_syn_flood_off_the_listener_while_a_client_connects() {
+    filter_tests::require_root();
+    let c = Controller::start(&format!(
+        "{INTERVAL}verification: {{ mode: first_syn_drop }}\n"
+    ));
+    let server = legit_server(&c);
+    let cookies0 = tcp_ext(&c, "SyncookiesSent");
+    // Random sources over a quarter of the IPv4 space: each forged address
+    // is (almost) never drawn twice, as with hping3 --rand-source.
+    let f = c.flood(Kind::Syn, "64.0.0.0/2", 20_000, 4);
+    thread::sleep(Duration::from_millis(500));
+    // The client's first SYN is the challenge; the kernel retransmits it
+    // after ~1 s and the connection completes. Later ones are at once.
+    let (ok, slowest) = timed_connects(&c, 10);
+    let report = f.join().unwrap();
+    assert_eq!(ok, 10, "legit connects during the flood");
+    assert_eq!(server.accepted_from(CLI_IP), 10);
+    assert!(
+        slowest < Duration::from_millis(2500),
+        "slowest connect {slowest:?}"
+    );
+    let unverified = c.stat("unverified");
+    let verified = c.stat("verified");
+    assert!(
+        unverified as f64 >= report.sent as f64 * 0.99,
+        "{unverified} of {} flood SYNs challenged",
+        report.sent
+    );
+    // A forged address drawn twice inside the window does verify: about
+    // n²/2·2^30 of n random draws from a /2 (3 of 80 000 here; with
+    // hping3's whole IPv4 space, under 1). The client is one more.
+    assert!(
+        verified <= 1 + report.sent / 1000,
+        "{verified} sources verified of {} forged SYNs",
+        report.sent
+    );
+    assert_eq!(
+        tcp_ext(&c, "SyncookiesSent"),
+        cookies0,
+        "the host's listener overflowed: spoofed SYNs reached it"
+    );
+    let s = c.status();
+    assert_eq!(s["verification"]["mode"], "first_syn_drop");
+    assert_eq!(s["verification"]["active"], true);
+    let listed = c.json(&["list", "verified", "--json"]);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["source"] == format!("{CLI_IP}/32")),
+        "{listed}"
+    );
+}
+
+#[test]
+fn auto_verification_switches_on_under_a_syn_flood_and_off_after_the_hold() {
+    filter_tests::require_root();
+    let c = Controller::start(&format!(
+        "{INTERVAL}verification: {{ mode: auto, alarm_syn_rate: 3000, calm_syn_rate: 500, hold: 2s }}\n"
+    ));
+    assert_eq!(c.status()["verification"]["active"], false);
+    let f = c.flood(Kind::Syn, "64.0.0.0/2", 10_000, 3);
+    let cycles0 = c.status()["cycles"].as_u64().unwrap();
+    let s = wait_status(&c, "verification on", |s| {
+        s["verification"]["active"] == true
+    });
+    assert!(
+        s["cycles"].as_u64().unwrap() - cycles0 <= 3,
+        "switched on late: {s}"
+    );
+    f.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.status()["verification"]["active"] == true {
+        assert!(Instant::now() < deadline, "never switched off");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let switches: Vec<String> = c
+        .audit_events()
+        .iter()
+        .filter(|e| e["event"].as_str().unwrap().starts_with("verification_"))
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(switches, ["verification_on", "verification_off"]);
+    // An operator's choice is audited and kept over the policy.
+    c.ctl_ok(&["set", "verification", "first_syn_drop"]);
+    assert_eq!(c.status()["verification"]["active"], true);
+    c.ctl_ok(&["set", "verification", "policy"]);
+    assert_eq!(c.status()["verification"]["mode"], "auto");
+    let set = c
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "verification_mode")
+        .count();
+    assert_eq!(set, 2);
+}

@@ -76,6 +76,19 @@ impl Status {
         if s.block_list_full {
             println!("BLOCK LIST FULL: new offenders are not being blocked; raise capacities.block_exact / block_net");
         }
+        let v = &s.verification;
+        println!(
+            "verification: {} ({}), {} for {}s: {}",
+            v.mode,
+            v.mechanism,
+            if v.active { "ON" } else { "off" },
+            v.since_s,
+            v.why
+        );
+        println!(
+            "  SYN rate {:.0}/s; challenged {}, verified {}, failed {}; {} sources verified",
+            v.syn_rate, v.challenged, v.passed, v.failed, v.verified_sources
+        );
         println!("audit log: {}", s.audit_log.display());
         Ok(())
     }
@@ -121,11 +134,50 @@ enum SetWhat {
         /// `policy`.
         value: String,
     },
+    /// Set the source verification mode (off, first_syn_drop, auto; or
+    /// `policy` = back to the policy's). Takes effect at once and survives
+    /// restarts (kept in the state directory). See docs/verification.md.
+    ///
+    /// Example: filter-ctl set verification auto
+    Verification {
+        /// off | first_syn_drop | auto | policy
+        #[arg(value_name = "MODE")]
+        mode: ModeArg,
+    },
+}
+
+/// A verification mode, or `policy` (None: back to the policy's).
+#[derive(Clone, Debug)]
+struct ModeArg(Option<crate::policy::VerifyMode>);
+
+impl std::str::FromStr for ModeArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use clap::ValueEnum as _;
+        match s {
+            "policy" | "default" => Ok(ModeArg(None)),
+            m => crate::policy::VerifyMode::from_str(m, true)
+                .map(|m| ModeArg(Some(m)))
+                .map_err(|_| format!("'{m}' is not a mode: off, first_syn_drop, auto or policy")),
+        }
+    }
 }
 
 impl Set {
     pub fn execute(self, g: &Global) -> anyhow::Result<()> {
-        let SetWhat::Threshold { name, value } = self.what;
+        let (name, value) = match self.what {
+            SetWhat::Threshold { name, value } => (name, value),
+            SetWhat::Verification { mode } => {
+                match g.call(Op::SetVerification { mode: mode.0 })? {
+                    Done::VerificationSet { old, new } => {
+                        println!("verification: {old} -> {new}")
+                    }
+                    other => return Err(other.unexpected().into()),
+                }
+                return Ok(());
+            }
+        };
         let value = match value.as_str() {
             "policy" | "default" => None,
             v => Some(v.parse::<u64>().map_err(|_| {

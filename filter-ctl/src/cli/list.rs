@@ -6,7 +6,7 @@ use crate::{
     service::ops::{Done, Op, SourceSort},
 };
 
-/// Show the blocklist, the allowlist or the tracked sources.
+/// Show the blocklist, the allowlist, the tracked or the verified sources.
 ///
 /// Example: filter-ctl list sources --sort syn -n 20 --json
 #[derive(Debug, Args)]
@@ -30,6 +30,8 @@ enum What {
     Blocked,
     Allowed,
     Sources,
+    /// Sources that passed verification, with the time left.
+    Verified,
 }
 
 impl List {
@@ -38,7 +40,31 @@ impl List {
             What::Blocked => self.lists(g, ListKind::Block),
             What::Allowed => self.lists(g, ListKind::Allow),
             What::Sources => self.sources(g),
+            What::Verified => self.verified(g),
         }
+    }
+
+    fn verified(&self, g: &Global) -> anyhow::Result<()> {
+        let rows = match g.call(Op::Verified)? {
+            Done::Verified { rows } => rows,
+            other => return Err(other.unexpected().into()),
+        };
+        if self.json {
+            return print_json(&rows);
+        }
+        if rows.is_empty() {
+            println!("(no verified sources)");
+            return Ok(());
+        }
+        println!("{:<43} EXPIRES", "SOURCE");
+        for r in rows {
+            println!(
+                "{:<43} in {}",
+                r.source.to_string(),
+                human_secs(r.expires_in_s)
+            );
+        }
+        Ok(())
     }
 
     fn lists(&self, g: &Global, list: ListKind) -> anyhow::Result<()> {

@@ -14,11 +14,13 @@ mod attach;
 mod ports;
 mod thresholds;
 mod units;
+mod verification;
 
 pub use attach::{AttachMode, DEFAULT_PIN_DIR};
 pub use ports::{PortSet, Ports};
 pub use thresholds::{Limit, RateLimits, Thresholds};
 pub use units::{Dur, Net};
+pub use verification::{Verification, VerifyMode};
 
 /// The whole policy. Every field has a default (see [`DEFAULT_POLICY`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,6 +44,7 @@ pub struct Policy {
     pub blocking: Blocking,
     pub capacities: Capacities,
     pub audit: Audit,
+    pub verification: Verification,
 }
 
 /// How the controller judges the connections the host holds (from the
@@ -154,6 +157,7 @@ impl Default for Policy {
             blocking: Blocking::default(),
             capacities: Capacities::default(),
             audit: Audit::default(),
+            verification: Verification::default(),
         }
     }
 }
@@ -274,6 +278,19 @@ capacities:
 audit:
   path: /var/log/filter/audit.jsonl
   retention: 180days   # older lines are deleted (at start, then hourly)
+
+# Source verification: a source proves it is real (by retransmitting its
+# first SYN, which is dropped) before its SYNs reach the host's listeners.
+# Spoofed SYN floods never retransmit. Allowlisted sources are never
+# challenged; connections already open are never touched.
+verification:
+  mode: off              # off | first_syn_drop (always) | auto (under a SYN flood)
+  alarm_syn_rate: 5000   # auto: on when SYNs/s from all sources reach this
+  calm_syn_rate: 1000    # ...and off once below this
+  hold: 30s              # ...for this long
+  retry_min: 200ms       # a retransmission this long after the first SYN...
+  retry_max: 4s          # ...and no later verifies the source
+  verified_ttl: 1h       # how long a verified source stays verified
 "#;
 
 /// A policy error: where, and what is wrong.
@@ -420,6 +437,7 @@ impl Policy {
                 self.audit.retention
             ));
         }
+        self.verification.validate(at)?;
         let c = &self.capacities;
         for (name, v, max) in [
             ("sources", c.sources, MAX_CAPACITY),

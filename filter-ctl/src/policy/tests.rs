@@ -156,6 +156,26 @@ fn bad_snippets_name_the_field_and_line() {
             "",
         ),
         ("- just\n- a list\n", "invalid type", ""),
+        (
+            "verification: { mode: syn_cookie }\n",
+            "unknown variant `syn_cookie`",
+            "first_syn_drop",
+        ),
+        (
+            "verification:\n  alarm_syn_rate: 100\n  calm_syn_rate: 200\n",
+            "verification.alarm_syn_rate (line 2)",
+            "above calm_syn_rate",
+        ),
+        (
+            "verification: { retry_min: 2s, retry_max: 1s }\n",
+            "verification.retry_max",
+            "retry_min < retry_max",
+        ),
+        (
+            "verification: { verified_ttl: 10s }\n",
+            "verification.verified_ttl",
+            "between 1m and 7days",
+        ),
     ];
     for (text, want1, want2) in cases {
         let err = parse(text).expect_err(text);

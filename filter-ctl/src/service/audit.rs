@@ -55,6 +55,24 @@ pub enum AuditEvent {
     InterfaceRestored {
         iface: String,
     },
+    /// `auto` switched verification on: the SYN rate reached the alarm.
+    VerificationOn {
+        syn_rate: u64,
+        alarm_syn_rate: u64,
+    },
+    /// `auto` switched it off: the rate stayed calm for `hold`.
+    VerificationOff {
+        syn_rate: u64,
+        calm_syn_rate: u64,
+    },
+    /// An operator set the mode (`override: false`: back to the policy's).
+    VerificationMode {
+        old: crate::policy::VerifyMode,
+        new: crate::policy::VerifyMode,
+        #[serde(rename = "override")]
+        overridden: bool,
+        by: Caller,
+    },
     /// Promotions are being skipped: the block list has no room left
     /// outside the admin and policy reserve.
     BlockListFull {

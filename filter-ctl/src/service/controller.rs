@@ -96,6 +96,8 @@ pub struct Controller {
     pub(super) conns_error: bool,
     /// When each inbound connection was first seen (slow connections).
     pub(super) ages: Ages,
+    /// Source verification's state (`auto`'s switch, the SYN rate).
+    pub(super) verify: super::verification::Auto,
 }
 
 impl Controller {
@@ -144,7 +146,10 @@ impl Controller {
             }
         }
         let mut maps = Maps::from_pins(&policy.pin_dir)?;
-        maps.set_config(&config)?;
+        // `auto` picks up where a previous controller left it (on during
+        // an attack it was still in), and the SYN count it read.
+        let was_active = maps.config().is_ok_and(|c| c.verify_active != 0);
+        let syns = maps.counter(filter_common::counter::SYNS).unwrap_or(0);
         maps.set_ports(policy.ports.tcp.listed(), policy.ports.udp.listed())?;
         let mut c = Controller {
             _lock: lock,
@@ -169,8 +174,11 @@ impl Controller {
             state_saved: Instant::now(),
             conns_error: false,
             ages: Ages::default(),
+            verify: super::verification::Auto::new(was_active, syns),
             policy,
         };
+        let config = c.kernel_config(&c.policy);
+        c.core.kernel.set_config(&config)?;
         let policy = c.policy.clone();
         c.sync_policy_lists(&policy)?;
         c.prune_audit();
@@ -380,7 +388,7 @@ impl Controller {
             ),
             false => None,
         };
-        let config = new.kernel_config(&self.state.thresholds(&new));
+        let config = self.kernel_config(&new);
         let old_config = self.core.kernel.config()?;
         // Undoable steps, in order; on a failure, what was done is undone.
         let mut attached_now = Vec::new();
@@ -440,6 +448,7 @@ impl Controller {
                 rows: self.threshold_rows(),
             }),
             Op::SetThreshold { metric, value } => self.set_threshold(who, metric, value),
+            Op::SetVerification { mode } => self.set_verification(who, mode),
             Op::Reload => match self.reload(who) {
                 Ok(message) => Ok(Done::Reloaded { message }),
                 Err(e) if e.is::<crate::policy::PolicyError>() => {
@@ -467,7 +476,7 @@ impl Controller {
             None => self.state.threshold_overrides.remove(&metric),
         };
         // The kernel counts scans against closed_ports itself.
-        let config = self.policy.kernel_config(&self.thresholds());
+        let config = self.kernel_config(&self.policy);
         if let Err(e) = self.core.kernel.set_config(&config) {
             self.state.threshold_overrides = before;
             return Err(OpError::kernel(e));
@@ -518,6 +527,7 @@ impl Controller {
             promotions_skipped: self.promotions_skipped,
             block_list_full: self.block_full,
             thresholds: self.threshold_rows(),
+            verification: self.verification_status(),
         })
     }
 

@@ -25,7 +25,7 @@ use crate::{
         audit::{AuditEvent, AuditLog},
         ops::{
             Caller, Done, ErrorKind, Op, OpError, SourceRow, SourceSort, StatsReport, TopBy,
-            TopReport, TopRow,
+            TopReport, TopRow, VerifiedRow,
         },
     },
 };
@@ -43,6 +43,8 @@ pub trait Kernel {
     fn set_config(&mut self, cfg: &Config) -> KResult<()>;
     /// Interfaces the filter is attached to.
     fn attached(&self) -> Vec<String>;
+    /// Verified sources and the monotonic ns each one's verification ends.
+    fn verified(&self) -> KResult<Vec<(filter_common::SourceKey, u64)>>;
 }
 
 impl Kernel for Maps {
@@ -72,6 +74,9 @@ impl Kernel for Maps {
             .map(loader::attached_interfaces)
             .unwrap_or_default()
     }
+    fn verified(&self) -> KResult<Vec<(filter_common::SourceKey, u64)>> {
+        Maps::verified(self)
+    }
 }
 
 /// The maps and the audit log: what every admin operation works on.
@@ -87,6 +92,7 @@ fn needs_controller(op: &Op) -> Option<&'static str> {
         Op::Thresholds => Some("reading thresholds"),
         Op::SetThreshold { .. } => Some("setting a threshold"),
         Op::Reload => Some("reload"),
+        Op::SetVerification { .. } => Some("setting verification"),
         _ => None,
     }
 }
@@ -149,9 +155,12 @@ impl<K: Kernel> Core<K> {
                 reason,
             } => self.add(who, list, net, ttl_s, reason),
             Op::Remove { list, net } => self.remove(who, list, net),
-            Op::Status | Op::Thresholds | Op::SetThreshold { .. } | Op::Reload => {
-                unreachable!("answered by needs_controller")
-            }
+            Op::Verified => self.verified().map(|rows| Done::Verified { rows }),
+            Op::Status
+            | Op::Thresholds
+            | Op::SetThreshold { .. }
+            | Op::Reload
+            | Op::SetVerification { .. } => unreachable!("answered by needs_controller"),
         }
     }
 
@@ -243,6 +252,29 @@ impl<K: Kernel> Core<K> {
             });
         }
         Ok(())
+    }
+
+    /// Verified sources, soonest to expire last.
+    fn verified(&self) -> Result<Vec<VerifiedRow>, OpError> {
+        let prefix = self.ipv6_prefix()?;
+        let now = clock::monotonic_ns();
+        let mut rows: Vec<VerifiedRow> = self
+            .kernel
+            .verified()
+            .map_err(OpError::kernel)?
+            .into_iter()
+            .filter(|&(_, until)| until > now)
+            .map(|(k, until)| VerifiedRow {
+                source: source_net(&k, prefix),
+                expires_in_s: (until - now) / 1_000_000_000,
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.expires_in_s
+                .cmp(&a.expires_in_s)
+                .then(a.source.cmp(&b.source))
+        });
+        Ok(rows)
     }
 
     /// The prefix IPv6 sources are tracked at (what a source key means).

@@ -9,6 +9,7 @@ pub mod core;
 mod monitor;
 pub mod ops;
 pub mod state;
+mod verification;
 
 use std::time::Duration;
 

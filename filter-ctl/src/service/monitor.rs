@@ -46,7 +46,7 @@ impl Controller {
             if loader::if_index(&iface).is_err() {
                 continue; // Not back yet: try again next cycle.
             }
-            let config = self.policy.kernel_config(&self.thresholds());
+            let config = self.kernel_config(&self.policy);
             let p = &self.policy;
             match loader::attach(&iface, p.xdp_mode, &p.pin_dir, &config, &p.capacities) {
                 Ok(how) => {
@@ -66,6 +66,7 @@ impl Controller {
     pub fn cycle(&mut self) -> anyhow::Result<()> {
         let t0 = Instant::now();
         self.watch_interfaces();
+        self.verification_step();
         let cur = self.core.kernel.snapshot()?;
         let thresholds = self.thresholds().by_metric();
         let held = self.held_connections(&thresholds);

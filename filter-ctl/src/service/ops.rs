@@ -52,6 +52,13 @@ pub enum Op {
     SetThreshold { metric: Metric, value: Option<u64> },
     /// Re-read the policy file. Needs the controller.
     Reload,
+    /// Set the verification mode (`None`: back to the policy's). Needs the
+    /// controller.
+    SetVerification {
+        mode: Option<crate::policy::VerifyMode>,
+    },
+    /// The verified sources.
+    Verified,
 }
 
 impl Op {
@@ -59,7 +66,11 @@ impl Op {
     pub fn edits(&self) -> bool {
         matches!(
             self,
-            Op::Add { .. } | Op::Remove { .. } | Op::SetThreshold { .. } | Op::Reload
+            Op::Add { .. }
+                | Op::Remove { .. }
+                | Op::SetThreshold { .. }
+                | Op::Reload
+                | Op::SetVerification { .. }
         )
     }
 }
@@ -82,14 +93,66 @@ pub enum Caller {
 pub enum Done {
     Status(Box<StatusReport>),
     Stats(StatsReport),
-    List { entries: Vec<ListedEntry> },
-    Sources { rows: Vec<SourceRow> },
+    List {
+        entries: Vec<ListedEntry>,
+    },
+    Sources {
+        rows: Vec<SourceRow>,
+    },
     Top(TopReport),
-    Added { net: IpNet, ttl_s: Option<u64> },
-    Removed { net: IpNet },
-    Thresholds { rows: Vec<ThresholdRow> },
-    ThresholdSet { metric: Metric, old: u64, new: u64 },
-    Reloaded { message: String },
+    Added {
+        net: IpNet,
+        ttl_s: Option<u64>,
+    },
+    Removed {
+        net: IpNet,
+    },
+    Thresholds {
+        rows: Vec<ThresholdRow>,
+    },
+    ThresholdSet {
+        metric: Metric,
+        old: u64,
+        new: u64,
+    },
+    Reloaded {
+        message: String,
+    },
+    VerificationSet {
+        old: crate::policy::VerifyMode,
+        new: crate::policy::VerifyMode,
+    },
+    Verified {
+        rows: Vec<VerifiedRow>,
+    },
+}
+
+/// A verified source and how long it stays verified.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedRow {
+    pub source: IpNet,
+    pub expires_in_s: u64,
+}
+
+/// Source verification as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerificationStatus {
+    pub mode: crate::policy::VerifyMode,
+    /// What verifies a source, and where.
+    pub mechanism: std::borrow::Cow<'static, str>,
+    /// Whether SYNs are being challenged now.
+    pub active: bool,
+    /// Seconds in the current state, and why it is in it.
+    pub since_s: u64,
+    pub why: String,
+    /// SYNs per second over the last interval (offered load, all sources).
+    pub syn_rate: f64,
+    /// First SYNs dropped as challenges, retransmissions that verified a
+    /// source, SYNs outside the window (since the maps were created).
+    pub challenged: u64,
+    pub passed: u64,
+    pub failed: u64,
+    pub verified_sources: usize,
 }
 
 impl Done {
@@ -288,6 +351,7 @@ pub struct StatusReport {
     /// Promotions are being skipped now.
     pub block_list_full: bool,
     pub thresholds: Vec<ThresholdRow>,
+    pub verification: VerificationStatus,
 }
 
 /// One threshold: effective value, the policy's, and whether an override

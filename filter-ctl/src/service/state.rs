@@ -19,6 +19,9 @@ const FILE: &str = "state.json";
 pub struct State {
     /// Thresholds set with `filter-ctl set threshold`, over the policy's.
     pub threshold_overrides: BTreeMap<Metric, u64>,
+    /// The verification mode set with `filter-ctl set verification`, over
+    /// the policy's.
+    pub verification_override: Option<crate::policy::VerifyMode>,
     pub offenders: Offenders,
 }
 

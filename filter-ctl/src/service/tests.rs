@@ -30,6 +30,7 @@ struct Fake {
     unprivileged: bool,
     snapshot: Snapshot,
     config: Config,
+    verified: Vec<(SourceKey, u64)>,
 }
 
 fn errno(what: &str, code: i32) -> Error {
@@ -90,6 +91,10 @@ impl Kernel for Fake {
     }
     fn attached(&self) -> Vec<String> {
         vec!["fake0".into()]
+    }
+    fn verified(&self) -> KResult<Vec<(SourceKey, u64)>> {
+        self.check()?;
+        Ok(self.verified.clone())
     }
 }
 
@@ -275,6 +280,9 @@ fn operations_of_the_controller_are_not_running_offline() {
             metric: crate::model::metric::Metric::Syn,
             value: Some(5),
         },
+        Op::SetVerification {
+            mode: Some(crate::policy::VerifyMode::Auto),
+        },
     ] {
         let e = r.apply(op.clone()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NotRunning, "{op:?}");
@@ -406,4 +414,27 @@ fn replies_cross_the_wire_with_kind_and_whole_text() {
             net: net("192.0.2.0/24")
         }
     );
+}
+
+#[test]
+fn verified_sources_are_listed_live_only_longest_first() {
+    let mut r = Rig::new("verified");
+    let now = clock::monotonic_ns();
+    let s = 1_000_000_000;
+    r.core.kernel.verified = vec![
+        (v4(1), now + 60 * s),
+        (v4(2), now - s),
+        (v4(3), now + 3600 * s),
+    ];
+    let Done::Verified { rows } = r.apply(Op::Verified).unwrap() else {
+        panic!("not verified rows")
+    };
+    let got: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| (r.source.to_string(), r.expires_in_s))
+        .collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].0, "10.0.0.3/32");
+    assert!((3598..=3600).contains(&got[0].1));
+    assert_eq!(got[1].0, "10.0.0.1/32");
 }

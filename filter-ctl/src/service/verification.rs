@@ -1,0 +1,197 @@
+//! Source verification in the controller: the effective mode (policy, or
+//! `set verification`), `auto`'s switch with hysteresis on the SYN rate
+//! the kernel counts, and what `status` shows of it.
+
+use std::time::Instant;
+
+use filter_common::{counter, Config, Reason};
+
+use crate::{
+    policy::{Policy, VerifyMode},
+    service::{
+        audit::AuditEvent,
+        controller::Controller,
+        ops::{Caller, Done, OpError, VerificationStatus},
+    },
+};
+
+/// `auto`'s state, and the SYN rate every mode reports.
+pub struct Auto {
+    /// Verification is on now (for `auto`; the fixed modes ignore it).
+    pub active: bool,
+    pub since: Instant,
+    /// Why it is in its current state, for `status`.
+    pub why: String,
+    /// When the rate first went below `calm_syn_rate` in this calm spell.
+    calm_since: Option<Instant>,
+    syns: u64,
+    read_at: Instant,
+    pub syn_rate: f64,
+}
+
+impl Auto {
+    pub fn new(active: bool, syns: u64) -> Auto {
+        Auto {
+            active,
+            since: Instant::now(),
+            why: match active {
+                true => "on at start (a previous controller had switched it on)".into(),
+                false => "off at start".into(),
+            },
+            calm_since: None,
+            syns,
+            read_at: Instant::now(),
+            syn_rate: 0.0,
+        }
+    }
+}
+
+impl Controller {
+    /// The mode in force: an override from `set verification`, else the
+    /// policy's.
+    pub fn verify_mode(&self) -> VerifyMode {
+        self.state
+            .verification_override
+            .unwrap_or(self.policy.verification.mode)
+    }
+
+    fn verify_active(&self) -> bool {
+        match self.verify_mode() {
+            VerifyMode::Off => false,
+            VerifyMode::FirstSynDrop => true,
+            VerifyMode::Auto => self.verify.active,
+        }
+    }
+
+    /// The kernel's config for `policy`, with the thresholds and the
+    /// verification state in force.
+    pub fn kernel_config(&self, policy: &Policy) -> Config {
+        let mut cfg = policy.kernel_config(&self.state.thresholds(policy));
+        policy
+            .verification
+            .write(self.verify_mode(), self.verify_active(), &mut cfg);
+        cfg
+    }
+
+    fn write_config(&mut self) {
+        let cfg = self.kernel_config(&self.policy);
+        if let Err(e) = self.core.kernel.set_config(&cfg) {
+            log::error!("writing CONFIG: {:#}", anyhow::Error::from(e));
+        }
+    }
+
+    /// Every cycle: the SYN rate since the last, and `auto`'s switch. On
+    /// at once when the rate reaches `alarm_syn_rate`; off only after it
+    /// stayed below `calm_syn_rate` for `hold` (a flood that pauses for a
+    /// moment does not switch it off and on).
+    pub(super) fn verification_step(&mut self) {
+        let now = Instant::now();
+        let Ok(syns) = self.core.kernel.counter(counter::SYNS) else {
+            return;
+        };
+        let dt = now
+            .duration_since(self.verify.read_at)
+            .as_secs_f64()
+            .max(1e-3);
+        self.verify.syn_rate = syns.saturating_sub(self.verify.syns) as f64 / dt;
+        (self.verify.syns, self.verify.read_at) = (syns, now);
+        if self.verify_mode() != VerifyMode::Auto {
+            return;
+        }
+        let v = self.policy.verification;
+        let rate = self.verify.syn_rate;
+        if !self.verify.active {
+            if rate >= v.alarm_syn_rate as f64 {
+                self.verify.active = true;
+                self.verify.since = now;
+                self.verify.calm_since = None;
+                self.verify.why = format!(
+                    "SYN rate {rate:.0}/s reached alarm_syn_rate {}",
+                    v.alarm_syn_rate
+                );
+                log::warn!("verification on: {}", self.verify.why);
+                self.write_config();
+                self.core.audit.record(&AuditEvent::VerificationOn {
+                    syn_rate: rate.round() as u64,
+                    alarm_syn_rate: v.alarm_syn_rate,
+                });
+            }
+            return;
+        }
+        if rate >= v.calm_syn_rate as f64 {
+            self.verify.calm_since = None;
+            return;
+        }
+        let calm = *self.verify.calm_since.get_or_insert(now);
+        if now.duration_since(calm) >= v.hold.0 {
+            self.verify.active = false;
+            self.verify.since = now;
+            self.verify.calm_since = None;
+            self.verify.why = format!(
+                "SYN rate stayed below calm_syn_rate {} for {}",
+                v.calm_syn_rate, v.hold
+            );
+            log::warn!("verification off: {}", self.verify.why);
+            self.write_config();
+            self.core.audit.record(&AuditEvent::VerificationOff {
+                syn_rate: rate.round() as u64,
+                calm_syn_rate: v.calm_syn_rate,
+            });
+        }
+    }
+
+    /// `set verification MODE` (`None`: back to the policy's).
+    pub(super) fn set_verification(
+        &mut self,
+        who: &Caller,
+        mode: Option<VerifyMode>,
+    ) -> Result<Done, OpError> {
+        let old = self.verify_mode();
+        let before = self.state.verification_override;
+        self.state.verification_override = mode;
+        let new = self.verify_mode();
+        if new == VerifyMode::Auto && old != VerifyMode::Auto {
+            // `auto` starts from the state the attack calls for, at the
+            // next cycle; until then it keeps what the old mode did.
+            self.verify.active = old == VerifyMode::FirstSynDrop;
+        }
+        let cfg = self.kernel_config(&self.policy);
+        if let Err(e) = self.core.kernel.set_config(&cfg) {
+            self.state.verification_override = before;
+            return Err(OpError::kernel(e));
+        }
+        self.save_state();
+        self.verify.since = Instant::now();
+        self.verify.why = format!("set to {new} by an operator");
+        self.core.audit.record(&AuditEvent::VerificationMode {
+            old,
+            new,
+            overridden: mode.is_some(),
+            by: who.clone(),
+        });
+        Ok(Done::VerificationSet { old, new })
+    }
+
+    pub(super) fn verification_status(&self) -> VerificationStatus {
+        let stat = |r: Reason| {
+            self.core
+                .kernel
+                .stats()
+                .ok()
+                .and_then(|s| s.into_iter().find(|x| x.reason == r.name()))
+                .map_or(0, |x| x.packets)
+        };
+        VerificationStatus {
+            mode: self.verify_mode(),
+            mechanism: "first_syn_drop (XDP)".into(),
+            active: self.verify_active(),
+            since_s: self.verify.since.elapsed().as_secs(),
+            why: self.verify.why.clone(),
+            syn_rate: self.verify.syn_rate.round(),
+            challenged: stat(Reason::Unverified),
+            passed: stat(Reason::Verified),
+            failed: stat(Reason::ChallengeFailed),
+            verified_sources: self.core.kernel.verified().map_or(0, |v| v.len()),
+        }
+    }
+}
