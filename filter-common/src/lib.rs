@@ -59,6 +59,8 @@ pub mod maps {
     pub const VERIFIED: MapDef = MapDef::new::<SourceKey, u64>("VERIFIED");
     /// Sources with a challenge pending: key → ns of their first SYN.
     pub const PENDING: MapDef = MapDef::new::<SourceKey, u64>("PENDING");
+    /// Tail-call targets: slot 0, the `challenge` program.
+    pub const JUMP: MapDef = MapDef::new::<u32, u32>("JUMP");
     /// Per-CPU counters the controller reads ([`counter`]).
     pub const COUNTERS: MapDef = MapDef::new::<u32, u64>("COUNTERS");
     /// `LpmTrie<[u8; 4], ListEntry>`: IPv4 allowlist.
@@ -75,7 +77,7 @@ pub mod maps {
     pub const BLOCK_NET_V6: MapDef = MapDef::lpm::<[u8; 16], ListEntry>("BLOCK_NET_V6");
 
     /// Every map the program owns, in a stable order (pinning, inspection).
-    pub const ALL: [MapDef; 16] = [
+    pub const ALL: [MapDef; 17] = [
         CONFIG,
         STATS,
         SOURCES,
@@ -86,6 +88,7 @@ pub mod maps {
         VERIFIED,
         PENDING,
         COUNTERS,
+        JUMP,
         ALLOW_V4,
         ALLOW_V6,
         BLOCK_V4,
@@ -97,6 +100,9 @@ pub mod maps {
 
 /// Name of the XDP program inside the object.
 pub const PROGRAM_NAME: &str = "filter";
+/// The program the filter enters by tail call to answer a SYN with a
+/// cookie SYN-ACK (slot 0 of `JUMP`).
+pub const CHALLENGE_PROGRAM: &str = "challenge";
 
 /// Default capacities. The loader can override them at load time.
 pub mod capacity {
@@ -183,11 +189,14 @@ pub enum Reason {
     /// (too soon: a flood repeating itself; or too late): dropped, and the
     /// challenge starts over.
     ChallengeFailed = 13,
+    /// A SYN from an unverified source answered with a cookie SYN-ACK by
+    /// the filter itself (XDP_TX); it never reaches the listener.
+    ChallengeSent = 14,
 }
 
 impl Reason {
     /// Number of reasons in use.
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
     /// Every reason, in slot order.
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Passed,
@@ -204,6 +213,7 @@ impl Reason {
         Reason::Unverified,
         Reason::Verified,
         Reason::ChallengeFailed,
+        Reason::ChallengeSent,
     ];
 
     /// Stable name used in CLI output, JSON and metrics.
@@ -223,6 +233,7 @@ impl Reason {
             Reason::Unverified => "unverified",
             Reason::Verified => "verified",
             Reason::ChallengeFailed => "challenge_failed",
+            Reason::ChallengeSent => "challenge_sent",
         }
     }
 
@@ -476,6 +487,8 @@ pub mod verify_mode {
     pub const OFF: u32 = 0;
     /// Drop a source's first SYN; its retransmission verifies it.
     pub const FIRST_SYN_DROP: u32 = 1;
+    /// Answer a SYN with a cookie SYN-ACK from XDP; the ACK verifies it.
+    pub const SYN_COOKIE: u32 = 2;
 }
 
 /// Default IPv6 source prefix.

@@ -97,6 +97,35 @@ impl Sock {
     }
 }
 
+/// Looks up the TCP socket for this 4-tuple (IPv4 addresses in the first
+/// four bytes, ports in wire order) and, if it is a listener, returns what
+/// `f` makes of it; the reference is released on every path.
+#[inline(always)]
+pub fn listener<T>(
+    ctx: &XdpContext,
+    v6: bool,
+    src: [u8; 16],
+    dst: [u8; 16],
+    ports: (u16, u16),
+    f: impl FnOnce(*mut bpf_sock) -> Option<T>,
+) -> Option<T> {
+    let (mut tuple, size) = Conn::new(ctx, v6, src, dst, ports, 0, 0).tuple();
+    // SAFETY: the helper reads `size` bytes of the tuple on our stack.
+    let sk =
+        unsafe { bpf_skc_lookup_tcp(ctx.ctx as *mut c_void, &mut tuple, size, CURRENT_NETNS, 0) };
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null socket from the look-up.
+    let out = match unsafe { (*sk).state } {
+        TCP_LISTEN => f(sk),
+        _ => None,
+    };
+    // SAFETY: releases the reference the look-up took.
+    unsafe { bpf_sk_release(sk as *mut c_void) };
+    out
+}
+
 /// A packet's 4-tuple and where its headers are, for a look-up.
 pub struct Conn<'a> {
     ctx: &'a XdpContext,

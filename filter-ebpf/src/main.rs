@@ -11,6 +11,7 @@
 
 mod clock;
 mod conn;
+mod cookie;
 mod lists;
 mod maps;
 mod parse;
@@ -87,10 +88,15 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
     // The TCP ports (wire order) and where the TCP header is, for the
     // socket look-up; the packet's class; and the verdict if nothing drops it.
     let mut tcp = None;
+    let mut plain_syn = false;
     let (mut class, reason) = match l4.kind {
         Kind::Tcp => match parse::tcp(ctx, l4.offset, l4.len) {
             Ok(t) => {
                 tcp = Some((t.sport, t.dport, t.seq, l4.offset));
+                // A SYN the challenge program can answer: no data (TCP
+                // Fast Open passes), no VLAN, no IP options or extensions.
+                let plain = if v6 { cookie::V6_L4 } else { cookie::V4_L4 };
+                plain_syn = t.payload == 0 && l3 == 14 && l4.offset == plain;
                 (Class::of(t.flags, t.payload), Reason::Passed)
             }
             // A first fragment too short for the TCP header: the host
@@ -125,8 +131,11 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
     // source that is tracked (counted, limited) or restricted.
     let mut sock = Sock::Unknown;
     if let Some((sport, dport, seq, offset)) = tcp {
+        // Under `syn_cookie` a bare ACK is checked for a cookie: it
+        // verifies its source.
         let wanted = match class {
             Class::Syn => cfg.tcp_ports == port_mode::AUTO,
+            Class::Ack { data: false } if verify::cookies(cfg) => true,
             c => c.needs_lookup() && (entry.tracked() || track::restricted_on(c, scope)),
         };
         if wanted {
@@ -153,11 +162,23 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
     // must prove itself first (allowlisted sources never got here).
     if class == Class::Syn && verdict.is_none() {
         verify::count_syn();
-        if cfg.verify_active != 0 {
-            if let Some(r) = verify::syn(&key, cfg, &mut clock) {
+        if cfg.verify_active != 0 && !verify::verified(&key, &mut clock) {
+            if verify::cookies(cfg) {
+                if plain_syn {
+                    // Answered there with a cookie SYN-ACK (or passed if no
+                    // listener gives one); returns here only if the
+                    // program is missing.
+                    verify::challenge(ctx);
+                }
+            } else if let Some(r) = verify::first_syn_drop(&key, cfg, &mut clock) {
                 return Ok(r);
             }
         }
+    }
+    // The ACK of a cookie SYN-ACK: the source has proved itself.
+    if sock == Sock::Cookie && verdict.is_none() && verify::cookies(cfg) {
+        verify::mark(&key, cfg, &mut clock);
+        return Ok(Reason::Verified);
     }
     Ok(verdict.unwrap_or(reason))
 }

@@ -3,7 +3,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{
+        lpm_trie::LpmTrie, Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray,
+    },
 };
 use filter_common::{
     capacity, counter, Config, ListEntry, Sketch, SourceCounters, SourceKey, StatValue, PORT_WORDS,
@@ -53,6 +55,11 @@ pub static VERIFIED: LruHashMap<SourceKey, u64> =
 /// Written and read here: the time of a source's first, dropped SYN.
 #[map]
 pub static PENDING: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(capacity::PENDING, 0);
+
+/// Written by the loader (slot 0: the `challenge` program), entered here by
+/// tail call.
+#[map]
+pub static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Written here (`counter::*` slots), read by the controller.
 #[map]

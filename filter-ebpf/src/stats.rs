@@ -14,7 +14,9 @@ pub fn record(ctx: &XdpContext, reason: Reason) -> u32 {
             (*slot).bytes += (ctx.data_end() - ctx.data()) as u64;
         }
     }
-    if reason.drops() {
+    if reason == Reason::ChallengeSent {
+        xdp_action::XDP_TX
+    } else if reason.drops() {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS

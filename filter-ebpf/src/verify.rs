@@ -7,9 +7,11 @@
 
 use filter_common::{counter, verify_mode, Config, Reason, SourceKey};
 
+use aya_ebpf::programs::XdpContext;
+
 use crate::{
     clock::Clock,
-    maps::{COUNTERS, PENDING, VERIFIED},
+    maps::{COUNTERS, JUMP, PENDING, VERIFIED},
 };
 
 const MS: u64 = 1_000_000;
@@ -24,25 +26,49 @@ pub fn count_syn() {
     }
 }
 
-/// The verdict on a SYN that would pass, when verification is on: None to
-/// let it pass as it is (a verified source), else the reason.
+/// Whether the source is verified now.
 #[inline(always)]
-pub fn syn(key: &SourceKey, cfg: &Config, clock: &mut Clock) -> Option<Reason> {
+pub fn verified(key: &SourceKey, clock: &mut Clock) -> bool {
     // SAFETY: the value is read only; a concurrent writer makes this
     // packet see the old or the new expiry.
-    if let Some(&until) = unsafe { VERIFIED.get(key) } {
-        if clock.now() < until {
-            return None;
-        }
-    }
-    match cfg.verify_mode {
-        verify_mode::FIRST_SYN_DROP => Some(first_syn_drop(key, cfg, clock)),
-        _ => None,
+    match unsafe { VERIFIED.get(key) } {
+        Some(&until) => clock.now() < until,
+        None => false,
     }
 }
 
+/// Verifies the source for `verified_ttl_s` from now.
 #[inline(always)]
-fn first_syn_drop(key: &SourceKey, cfg: &Config, clock: &mut Clock) -> Reason {
+pub fn mark(key: &SourceKey, cfg: &Config, clock: &mut Clock) {
+    let until = clock.now() + cfg.verified_ttl_s as u64 * 1_000 * MS;
+    let _ = VERIFIED.insert(key, until, 0);
+}
+
+/// Whether `syn_cookie` verification is on now.
+#[inline(always)]
+pub fn cookies(cfg: &Config) -> bool {
+    cfg.verify_active != 0 && cfg.verify_mode == verify_mode::SYN_COOKIE
+}
+
+/// Enters the `challenge` program (`cookie.rs`); returns only if it is not
+/// loaded.
+#[inline(always)]
+pub fn challenge(ctx: &XdpContext) {
+    // SAFETY: a tail call with our own context.
+    unsafe { JUMP.tail_call(ctx, 0) };
+}
+
+/// The verdict on a SYN from an unverified source under `first_syn_drop`.
+#[inline(always)]
+pub fn first_syn_drop(key: &SourceKey, cfg: &Config, clock: &mut Clock) -> Option<Reason> {
+    if cfg.verify_mode != verify_mode::FIRST_SYN_DROP {
+        return None;
+    }
+    Some(first_syn_drop_step(key, cfg, clock))
+}
+
+#[inline(always)]
+fn first_syn_drop_step(key: &SourceKey, cfg: &Config, clock: &mut Clock) -> Reason {
     let now = clock.now();
     // SAFETY: as above.
     let first = unsafe { PENDING.get(key) }.copied();
@@ -60,8 +86,7 @@ fn first_syn_drop(key: &SourceKey, cfg: &Config, clock: &mut Clock) -> Reason {
         let _ = PENDING.insert(key, now, 0);
         return Reason::ChallengeFailed;
     }
-    let until = now + cfg.verified_ttl_s as u64 * 1_000 * MS;
-    let _ = VERIFIED.insert(key, until, 0);
+    mark(key, cfg, clock);
     let _ = PENDING.remove(key);
     Reason::Verified
 }

@@ -20,6 +20,8 @@ use crate::require_root;
 
 pub const PASS: u32 = 2; // XDP_PASS
 pub const DROP: u32 = 1; // XDP_DROP
+/// XDP_TX: sent back out of the interface it came in on.
+pub const TX: u32 = 3;
 
 pub struct Filter {
     pub ebpf: Ebpf,
@@ -53,6 +55,22 @@ impl Filter {
         })
         .unwrap_or_else(|e| panic!("test_run on {} bytes: {e}", frame.len()))
         .return_value
+    }
+
+    /// Runs `frame` once and returns the verdict and the frame as the
+    /// program left it (an XDP_TX answer, say).
+    pub fn run_out(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog = loader::program(&mut self.ebpf).unwrap();
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("test_run on {} bytes: {e}", frame.len()));
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
     }
 
     /// Runs `frame` `times` times back to back inside the kernel (one

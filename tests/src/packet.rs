@@ -46,6 +46,9 @@ pub struct Packet {
     /// TCP header length in 32-bit words (5 = no options).
     pub tcp_doff: u8,
     pub seq: u32,
+    pub ack: u32,
+    /// An MSS option in the first four option bytes (needs `tcp_doff` ≥ 6).
+    pub mss: Option<u16>,
     pub payload: usize,
     /// Bytes of the L4 header and payload kept (a tiny first fragment);
     /// None keeps everything. The IP length fields follow.
@@ -74,6 +77,8 @@ impl Packet {
             dport: 80,
             tcp_doff: 5,
             seq: 1,
+            ack: 0,
+            mss: None,
             payload: 0,
             l4_truncate: None,
         }
@@ -99,11 +104,16 @@ impl Packet {
             l4.extend_from_slice(&self.sport.to_be_bytes());
             l4.extend_from_slice(&self.dport.to_be_bytes());
             l4.extend_from_slice(&self.seq.to_be_bytes());
-            l4.extend_from_slice(&0u32.to_be_bytes()); // ack
+            l4.extend_from_slice(&self.ack.to_be_bytes());
             l4.push(self.tcp_doff << 4);
             l4.push(self.tcp_flags);
             l4.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]); // window, csum, urg
-            let opts = (self.tcp_doff as usize * 4).saturating_sub(20);
+            let mut opts = (self.tcp_doff as usize * 4).saturating_sub(20);
+            if let (Some(mss), true) = (self.mss, opts >= 4) {
+                l4.extend_from_slice(&[2, 4]);
+                l4.extend_from_slice(&mss.to_be_bytes());
+                opts -= 4;
+            }
             l4.extend(std::iter::repeat_n(1u8, opts)); // NOPs
         } else {
             // UDP: ports, length (header only), no checksum.

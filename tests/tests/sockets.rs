@@ -13,7 +13,7 @@ use std::{
 
 use filter_common::{flag, port_mode, Config, RateLimit, Reason};
 use filter_tests::{
-    kernel::{Filter, DROP, PASS},
+    kernel::{Filter, DROP, PASS, TX},
     packet::{Packet, ACK, FIN, PROTO_UDP, PSH, RST, SYN},
     sockets::{namespace, Connection},
 };
@@ -463,4 +463,147 @@ fn held_idle_connections_are_read_from_the_kernels_tables() {
         assert_eq!(h.slow, 0, "{h:?}");
         drop((idle, dual_idle, kept, dual, v4, streams));
     });
+}
+
+/// The one's-complement sum of `b` as 16-bit big-endian words.
+fn sum16(b: &[u8]) -> u32 {
+    b.chunks(2)
+        .map(|w| u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32)
+        .sum()
+}
+
+fn folds_to_zero(mut s: u32) -> bool {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s == 0xffff
+}
+
+fn cookie_config() -> Config {
+    Config {
+        track_min_packets: 1,
+        verify_mode: filter_common::verify_mode::SYN_COOKIE,
+        verify_active: 1,
+        verified_ttl_s: 60,
+        ..Config::default()
+    }
+}
+
+/// A SYN from an unverified source to a listener is answered by the filter
+/// with a SYN-ACK carrying the listener's cookie; the ACK that returns it
+/// verifies the source (the kernel makes the connection from the cookie).
+fn syn_cookie_answers_and_the_ack_verifies(server: &'static str, client_ip: &'static str) {
+    namespace().run(move || {
+        filter_tests::pin_to_cpu(0);
+        // The listener-bound cookie route: the kernel hands out a cookie
+        // for a listener whose queue is not full only with syncookies=2
+        // (the controller sets it while syn_cookie is on). This namespace's.
+        std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "2").unwrap();
+        let listener = TcpListener::bind(server).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut f = Filter::with_config(cookie_config());
+        let server_ip = listener.local_addr().unwrap().ip();
+        let syn = Packet::tcp(client_ip, SYN).with(|p| {
+            p.dst = server_ip;
+            p.sport = 41000;
+            p.dport = port;
+            p.seq = 0x1000_0000;
+            p.tcp_doff = 10; // 20 option bytes, as Linux sends
+            p.mss = Some(1460);
+        });
+        let frame = syn.build();
+        let (verdict, out) = f.run_out(&frame);
+        assert_eq!(verdict, TX, "the SYN was not answered");
+        assert_eq!(f.stat(Reason::ChallengeSent).packets, 1);
+        let v6 = server_ip.is_ipv6();
+        let (l3, l4) = if v6 { (14, 54) } else { (14, 34) };
+        assert_eq!(out.len(), l4 + 24, "frame cut to the SYN-ACK");
+        // Ethernet and addresses swapped.
+        assert_eq!((&out[0..6], &out[6..12]), (&frame[6..12], &frame[0..6]));
+        let (src, dst) = if v6 {
+            (22..38, 38..54)
+        } else {
+            (26..30, 30..34)
+        };
+        assert_eq!(&out[src.clone()], &frame[dst.clone()]);
+        assert_eq!(&out[dst.clone()], &frame[src.clone()]);
+        let t = &out[l4..];
+        assert_eq!(&t[0..2], &port.to_be_bytes());
+        assert_eq!(&t[2..4], &41000u16.to_be_bytes());
+        assert_eq!(t[13], 0x12, "SYN|ACK");
+        assert_eq!(
+            u32::from_be_bytes(t[8..12].try_into().unwrap()),
+            0x1000_0001
+        );
+        assert_eq!(&t[20..22], &[2, 4], "MSS option");
+        let mss = u16::from_be_bytes([t[22], t[23]]);
+        assert!((536..=1460).contains(&mss), "mss {mss}");
+        assert_ne!(u16::from_be_bytes([t[14], t[15]]), 0, "zero window");
+        // Checksums: IPv4 header; TCP over the pseudo-header.
+        let pseudo = if v6 {
+            sum16(&out[22..54]) + 24 + 6
+        } else {
+            assert!(folds_to_zero(sum16(&out[l3..l3 + 20])), "IPv4 checksum");
+            sum16(&out[26..34]) + 24 + 6
+        };
+        assert!(folds_to_zero(pseudo + sum16(t)), "TCP checksum");
+        let cookie = u32::from_be_bytes(t[4..8].try_into().unwrap());
+
+        // The client's ACK returns the cookie: verified, passed up.
+        let ack = syn
+            .clone()
+            .with(|p| {
+                p.tcp_flags = ACK;
+                p.tcp_doff = 5;
+                p.mss = None;
+                p.seq = 0x1000_0001;
+                p.ack = cookie.wrapping_add(1);
+            })
+            .build();
+        assert_eq!(f.run(&ack), PASS);
+        assert_eq!(f.stat(Reason::Verified).packets, 1);
+        assert_eq!(f.maps.verified().unwrap().len(), 1);
+        // A forged ACK (wrong cookie) verifies nothing.
+        let forged = Packet::tcp(if v6 { "2001:db8:9::77" } else { "10.9.0.77" }, ACK)
+            .with(|p| {
+                p.dst = server_ip;
+                p.sport = 41001;
+                p.dport = port;
+                p.seq = 5;
+                p.ack = cookie ^ 0x5555;
+            })
+            .build();
+        assert_eq!(f.run(&forged), PASS, "stray ACKs still pass to the kernel");
+        assert_eq!(f.maps.verified().unwrap().len(), 1);
+        // Verified now: its next SYN goes to the listener as it is.
+        assert_eq!(f.run(&frame), PASS);
+        assert_eq!(f.stat(Reason::ChallengeSent).packets, 1);
+        // No listener on a port: the SYN passes untouched (the kernel
+        // answers with RST); nor is a SYN with data (TCP Fast Open) answered.
+        let other = syn.clone().with(|p| {
+            p.src = if v6 { "2001:db8:9::78" } else { "10.9.0.78" }
+                .parse()
+                .unwrap();
+            p.dport = port.wrapping_add(1);
+        });
+        assert_eq!(f.run(&other.build()), PASS);
+        let tfo = syn.clone().with(|p| {
+            p.src = if v6 { "2001:db8:9::79" } else { "10.9.0.79" }
+                .parse()
+                .unwrap();
+            p.payload = 100;
+        });
+        assert_eq!(f.run(&tfo.build()), PASS);
+        assert_eq!(f.stat(Reason::ChallengeSent).packets, 1);
+    });
+}
+
+#[test]
+fn syn_cookie_answers_an_ipv4_syn_and_its_ack_verifies_the_source() {
+    syn_cookie_answers_and_the_ack_verifies("10.9.0.1:0", "10.9.0.2");
+}
+
+#[test]
+fn syn_cookie_answers_an_ipv6_syn_and_its_ack_verifies_the_source() {
+    syn_cookie_answers_and_the_ack_verifies("[2001:db8:9::1]:0", "2001:db8:9::2");
 }

@@ -183,6 +183,31 @@ pub fn load_with(pin_dir: Option<&Path>, caps: &Capacities) -> Result<Ebpf> {
         .load(crate::FILTER_OBJECT)
         .map_err(|e| Error::Object(Box::new(e)))?;
     program(&mut ebpf)?.load().map_err(load_error)?;
+    // The challenge program, entered from the filter by tail call.
+    let challenge: &mut Xdp = ebpf
+        .program_mut(filter_common::CHALLENGE_PROGRAM)
+        .ok_or_else(|| {
+            Error::Load(format!(
+                "object has no program {}",
+                filter_common::CHALLENGE_PROGRAM
+            ))
+        })?
+        .try_into()
+        .map_err(|e: ProgramError| Error::Load(e.to_string()))?;
+    challenge.load().map_err(load_error)?;
+    let fd = challenge
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .map_err(|e| Error::Load(format!("the challenge program's fd: {e}")))?;
+    let jump = ebpf
+        .map_mut(catalog::JUMP.name)
+        .ok_or_else(|| Error::Load(format!("object has no map {}", catalog::JUMP.name)))?;
+    aya::maps::ProgramArray::try_from(jump)
+        .and_then(|mut slots| slots.set(0, &fd, 0))
+        .map_err(|source| Error::Map {
+            what: "entering the challenge program into JUMP".into(),
+            source: Box::new(source),
+        })?;
     Ok(ebpf)
 }
 
