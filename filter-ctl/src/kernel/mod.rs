@@ -7,3 +7,4 @@ pub mod conns;
 pub mod links;
 pub mod loader;
 pub mod maps;
+pub mod sysctl;

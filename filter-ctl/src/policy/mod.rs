@@ -279,12 +279,14 @@ audit:
   path: /var/log/filter/audit.jsonl
   retention: 180days   # older lines are deleted (at start, then hourly)
 
-# Source verification: a source proves it is real (by retransmitting its
-# first SYN, which is dropped) before its SYNs reach the host's listeners.
-# Spoofed SYN floods never retransmit. Allowlisted sources are never
-# challenged; connections already open are never touched.
+# Source verification: a source proves it is real before its SYNs reach
+# the host's listeners: by returning the cookie of a SYN-ACK the filter
+# sends itself (syn_cookie), or by retransmitting its first SYN, which is
+# dropped (first_syn_drop). Spoofed SYN floods do neither. Allowlisted
+# sources are never challenged; connections already open are never touched.
 verification:
-  mode: off              # off | first_syn_drop (always) | auto (under a SYN flood)
+  mode: off              # off | syn_cookie | first_syn_drop (always) | auto (under a SYN flood)
+  auto_mechanism: syn_cookie   # what auto switches on: syn_cookie | first_syn_drop
   alarm_syn_rate: 5000   # auto: on when SYNs/s from all sources reach this
   calm_syn_rate: 1000    # ...and off once below this
   hold: 30s              # ...for this long

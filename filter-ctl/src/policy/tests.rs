@@ -157,9 +157,14 @@ fn bad_snippets_name_the_field_and_line() {
         ),
         ("- just\n- a list\n", "invalid type", ""),
         (
-            "verification: { mode: syn_cookie }\n",
-            "unknown variant `syn_cookie`",
-            "first_syn_drop",
+            "verification: { mode: cookies }\n",
+            "unknown variant `cookies`",
+            "syn_cookie",
+        ),
+        (
+            "verification: { auto_mechanism: auto }\n",
+            "verification.auto_mechanism",
+            "syn_cookie or first_syn_drop",
         ),
         (
             "verification:\n  alarm_syn_rate: 100\n  calm_syn_rate: 200\n",

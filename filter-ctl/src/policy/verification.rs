@@ -18,6 +18,10 @@ pub enum VerifyMode {
     /// verifies it.
     #[value(name = "first_syn_drop", alias = "first-syn-drop")]
     FirstSynDrop,
+    /// Always on: a SYN is answered from XDP with a cookie SYN-ACK; the
+    /// returning ACK verifies the source.
+    #[value(name = "syn_cookie", alias = "syn-cookie")]
+    SynCookie,
     /// On while the SYN rate is over `alarm_syn_rate`, off once it has
     /// stayed under `calm_syn_rate` for `hold`.
     Auto,
@@ -28,6 +32,7 @@ impl VerifyMode {
         match self {
             VerifyMode::Off => "off",
             VerifyMode::FirstSynDrop => "first_syn_drop",
+            VerifyMode::SynCookie => "syn_cookie",
             VerifyMode::Auto => "auto",
         }
     }
@@ -43,6 +48,8 @@ impl std::fmt::Display for VerifyMode {
 #[serde(deny_unknown_fields, default)]
 pub struct Verification {
     pub mode: VerifyMode,
+    /// What `auto` switches on: `syn_cookie` or `first_syn_drop`.
+    pub auto_mechanism: VerifyMode,
     /// SYNs per second (from every source, offered load) that switch
     /// `auto` on.
     pub alarm_syn_rate: u64,
@@ -62,6 +69,7 @@ impl Default for Verification {
     fn default() -> Self {
         Verification {
             mode: VerifyMode::Off,
+            auto_mechanism: VerifyMode::SynCookie,
             alarm_syn_rate: 5_000,
             calm_syn_rate: 1_000,
             hold: Dur(Duration::from_secs(30)),
@@ -75,6 +83,16 @@ impl Default for Verification {
 impl Verification {
     /// Checks across fields; `at` names a field with its line.
     pub fn validate(&self, at: impl Fn(&str) -> String) -> Result<(), String> {
+        if !matches!(
+            self.auto_mechanism,
+            VerifyMode::SynCookie | VerifyMode::FirstSynDrop
+        ) {
+            return Err(format!(
+                "{}: must be syn_cookie or first_syn_drop, got {}",
+                at("verification.auto_mechanism"),
+                self.auto_mechanism
+            ));
+        }
         if self.alarm_syn_rate == 0 || self.calm_syn_rate >= self.alarm_syn_rate {
             return Err(format!(
                 "{}: must be above 0 and above calm_syn_rate ({}), got {}",
@@ -110,13 +128,22 @@ impl Verification {
         Ok(())
     }
 
+    /// The mechanism `mode` uses (`auto`: its `auto_mechanism`).
+    pub fn mechanism(&self, mode: VerifyMode) -> VerifyMode {
+        match mode {
+            VerifyMode::Auto => self.auto_mechanism,
+            m => m,
+        }
+    }
+
     /// Writes the verification words of the kernel's config: the
     /// mechanism, whether it is on now, the window and the TTL.
     pub fn write(&self, mode: VerifyMode, active: bool, cfg: &mut filter_common::Config) {
         use filter_common::verify_mode;
-        cfg.verify_mode = match mode {
-            VerifyMode::Off => verify_mode::OFF,
-            VerifyMode::FirstSynDrop | VerifyMode::Auto => verify_mode::FIRST_SYN_DROP,
+        cfg.verify_mode = match self.mechanism(mode) {
+            VerifyMode::FirstSynDrop => verify_mode::FIRST_SYN_DROP,
+            VerifyMode::SynCookie => verify_mode::SYN_COOKIE,
+            VerifyMode::Off | VerifyMode::Auto => verify_mode::OFF,
         };
         cfg.verify_active = (active && mode != VerifyMode::Off) as u32;
         cfg.retry_min_ms = self.retry_min.0.as_millis() as u32;

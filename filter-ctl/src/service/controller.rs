@@ -179,6 +179,7 @@ impl Controller {
         };
         let config = c.kernel_config(&c.policy);
         c.core.kernel.set_config(&config)?;
+        c.sync_syncookies();
         let policy = c.policy.clone();
         c.sync_policy_lists(&policy)?;
         c.prune_audit();
@@ -432,6 +433,7 @@ impl Controller {
         self.lost.retain(|i| interfaces.contains(i));
         self.attached = interfaces;
         self.policy = new;
+        self.sync_syncookies();
         Ok(format!(
             "reloaded {}: interfaces {}",
             self.opts.policy_path.display(),
@@ -535,6 +537,13 @@ impl Controller {
     pub fn shutdown(&mut self, signal: &str) {
         let detach = self.policy.detach_on_exit;
         if detach {
+            // No filter answers SYNs any more: the host's setting goes back.
+            if let Some(v) = self.state.syncookies_before.take() {
+                if let Err(e) = crate::kernel::sysctl::set_syncookies(v) {
+                    log::error!("net.ipv4.tcp_syncookies back to {v}: {e}");
+                }
+                self.state_dirty = true;
+            }
             for iface in &self.attached {
                 if let Err(e) = loader::detach(iface, &self.policy.pin_dir, false) {
                     log::error!("detach {iface}: {:#}", anyhow::Error::from(e));

@@ -22,6 +22,9 @@ pub struct State {
     /// The verification mode set with `filter-ctl set verification`, over
     /// the policy's.
     pub verification_override: Option<crate::policy::VerifyMode>,
+    /// `net.ipv4.tcp_syncookies` before syn_cookie set it to 2 (None: not
+    /// changed by us).
+    pub syncookies_before: Option<u8>,
     pub offenders: Offenders,
 }
 

@@ -58,7 +58,7 @@ impl Controller {
     fn verify_active(&self) -> bool {
         match self.verify_mode() {
             VerifyMode::Off => false,
-            VerifyMode::FirstSynDrop => true,
+            VerifyMode::FirstSynDrop | VerifyMode::SynCookie => true,
             VerifyMode::Auto => self.verify.active,
         }
     }
@@ -77,6 +77,44 @@ impl Controller {
         let cfg = self.kernel_config(&self.policy);
         if let Err(e) = self.core.kernel.set_config(&cfg) {
             log::error!("writing CONFIG: {:#}", anyhow::Error::from(e));
+        }
+        self.sync_syncookies();
+    }
+
+    /// Whether the XDP cookie answer is on now.
+    fn cookies_on(&self) -> bool {
+        self.verify_active()
+            && self.policy.verification.mechanism(self.verify_mode()) == VerifyMode::SynCookie
+    }
+
+    /// Keeps `net.ipv4.tcp_syncookies` at 2 while the cookie answer is on
+    /// (the kernel gives a listener's cookie only then), and puts back the
+    /// value it had when it is off again. What it had is kept in the state,
+    /// so a restarted controller still puts it back.
+    pub fn sync_syncookies(&mut self) {
+        use crate::kernel::sysctl;
+        let want = self.cookies_on();
+        let result = match (want, self.state.syncookies_before) {
+            (true, None) => sysctl::syncookies().and_then(|v| {
+                if v != 2 {
+                    sysctl::set_syncookies(2)?;
+                    self.state.syncookies_before = Some(v);
+                    log::info!("net.ipv4.tcp_syncookies {v} -> 2 while syn_cookie is on");
+                }
+                Ok(())
+            }),
+            (false, Some(v)) => sysctl::set_syncookies(v).map(|()| {
+                self.state.syncookies_before = None;
+                log::info!("net.ipv4.tcp_syncookies back to {v}");
+            }),
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => self.save_state(),
+            Err(e) => log::error!(
+                "net.ipv4.tcp_syncookies: {e}; SYN cookies from XDP need it at 2 \
+                 (without it SYNs pass to the host unchallenged)"
+            ),
         }
     }
 
@@ -160,6 +198,7 @@ impl Controller {
             self.state.verification_override = before;
             return Err(OpError::kernel(e));
         }
+        self.sync_syncookies();
         self.save_state();
         self.verify.since = Instant::now();
         self.verify.why = format!("set to {new} by an operator");
@@ -183,7 +222,15 @@ impl Controller {
         };
         VerificationStatus {
             mode: self.verify_mode(),
-            mechanism: "first_syn_drop (XDP)".into(),
+            mechanism: match self.policy.verification.mechanism(self.verify_mode()) {
+                VerifyMode::SynCookie => {
+                    "syn_cookie: XDP answers SYNs with the listener's cookie \
+                     (tcp_syncookies=2 while on)"
+                }
+                VerifyMode::FirstSynDrop => "first_syn_drop (XDP)",
+                _ => "none",
+            }
+            .into(),
             active: self.verify_active(),
             since_s: self.verify.since.elapsed().as_secs(),
             why: self.verify.why.clone(),
