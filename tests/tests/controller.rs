@@ -875,6 +875,8 @@ fn syn_cookie_answers_a_spoofed_flood_from_xdp_while_a_new_client_connects_at_on
     );
     let s = c.status();
     assert_eq!(s["verification"]["mode"], "syn_cookie");
+    let route = s["verification"]["route"].as_str().unwrap();
+    assert!(route.starts_with("listener-bound"), "{route}");
     assert!(s["verification"]["passed"].as_u64() >= Some(1), "{s}");
     // Off again: the host's setting goes back.
     c.ctl_ok(&["set", "verification", "off"]);

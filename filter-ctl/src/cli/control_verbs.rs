@@ -85,6 +85,7 @@ impl Status {
             v.since_s,
             v.why
         );
+        println!("  syn_cookie route: {}", v.route);
         println!(
             "  SYN rate {:.0}/s; challenged {}, verified {}, failed {}; {} sources verified",
             v.syn_rate, v.challenged, v.passed, v.failed, v.verified_sources

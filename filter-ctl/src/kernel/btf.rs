@@ -53,6 +53,25 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 
 /// The byte offset of `member` in `struct strukt`, from a little-endian BTF
 /// blob; None if either is missing or the member is a bitfield.
+/// Whether the running kernel's BTF names `name` (a function, a kfunc):
+/// a probe for what the kernel offers.
+pub fn kernel_names(name: &str) -> bool {
+    std::fs::read("/sys/kernel/btf/vmlinux").is_ok_and(|b| names(&b, name))
+}
+
+/// Whether `name` is a whole string of the BTF blob's string section.
+pub fn names(btf: &[u8], name: &str) -> bool {
+    let strings = (|| {
+        if u16_at(btf, 0)? != BTF_MAGIC {
+            return None;
+        }
+        let hdr_len = u32_at(btf, 4)? as usize;
+        let (str_off, str_len) = (u32_at(btf, 16)? as usize, u32_at(btf, 20)? as usize);
+        btf.get(hdr_len + str_off..hdr_len + str_off + str_len)
+    })();
+    strings.is_some_and(|s| s.split(|&c| c == 0).any(|n| n == name.as_bytes()))
+}
+
 pub fn member_offset(btf: &[u8], strukt: &str, member: &str) -> Option<u32> {
     if u16_at(btf, 0)? != BTF_MAGIC {
         return None;
@@ -109,6 +128,14 @@ mod tests {
 
     /// A BTF blob: an INT, a struct with three members (one a bitfield),
     /// an ENUM in between to be skipped.
+    #[test]
+    fn names_finds_whole_strings_only() {
+        let b = blob();
+        assert!(names(&b, "tcp_sock") && names(&b, "rcv_nxt"));
+        assert!(!names(&b, "tcp_soc") && !names(&b, "bpf_sk_assign_tcp_reqsk"));
+        assert!(!names(b"not btf", "tcp_sock"));
+    }
+
     fn blob() -> Vec<u8> {
         let strings = b"\0int\0e\0A\0tcp_sock\0first\0rcv_nxt\0flags\0".to_vec();
         let s = |name: &str| {

@@ -140,6 +140,8 @@ pub struct VerificationStatus {
     pub mode: crate::policy::VerifyMode,
     /// What verifies a source, and where.
     pub mechanism: std::borrow::Cow<'static, str>,
+    /// How `syn_cookie` works on this kernel (probed at start).
+    pub route: String,
     /// Whether SYNs are being challenged now.
     pub active: bool,
     /// Seconds in the current state, and why it is in it.

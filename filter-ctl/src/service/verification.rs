@@ -27,6 +27,8 @@ pub struct Auto {
     syns: u64,
     read_at: Instant,
     pub syn_rate: f64,
+    /// How `syn_cookie` works on this kernel (probed at start).
+    pub route: String,
 }
 
 impl Auto {
@@ -42,8 +44,26 @@ impl Auto {
             syns,
             read_at: Instant::now(),
             syn_rate: 0.0,
+            route: probe_route(),
         }
     }
+}
+
+/// What the kernel offers for `syn_cookie`. This build answers with the
+/// listener's cookie (`bpf_tcp_gen_syncookie`, Linux 5.3+: the program
+/// would not have loaded without it); the kfunc route needs a later build.
+fn probe_route() -> String {
+    let mut route =
+        "listener-bound: XDP answers with the listener's cookie (bpf_tcp_gen_syncookie), \
+         MSS only on a source's first connection"
+            .to_owned();
+    if crate::kernel::btf::kernel_names("bpf_sk_assign_tcp_reqsk") {
+        route.push_str(
+            "; this kernel also has bpf_sk_assign_tcp_reqsk (the transparent route, not in \
+             this build)",
+        );
+    }
+    route
 }
 
 impl Controller {
@@ -222,6 +242,7 @@ impl Controller {
         };
         VerificationStatus {
             mode: self.verify_mode(),
+            route: self.verify.route.clone(),
             mechanism: match self.policy.verification.mechanism(self.verify_mode()) {
                 VerifyMode::SynCookie => {
                     "syn_cookie: XDP answers SYNs with the listener's cookie \
