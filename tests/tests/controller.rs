@@ -882,3 +882,59 @@ fn syn_cookie_answers_a_spoofed_flood_from_xdp_while_a_new_client_connects_at_on
     c.ctl_ok(&["set", "verification", "off"]);
     assert_eq!(syncookies(), "1");
 }
+
+#[test]
+fn syn_cookie_holds_against_hping3_rand_source_flood() {
+    use filter_tests::rig::{CLI_IF, SRV_ATT_IP};
+    filter_tests::require_root();
+    let c = Controller::start(&format!("{INTERVAL}verification: {{ mode: syn_cookie }}\n"));
+    // NAPI on the client's veth for XDP_TX (see the test above).
+    let peer_pin = c.pin.with_file_name("client-side");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &c.rig.cli.name])
+        .arg(filter_tests::controller::ctl_bin())
+        .arg("--pin-dir")
+        .arg(&peer_pin)
+        .args(["attach", CLI_IF, "--xdp-mode", "native"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = legit_server(&c);
+    let cookies0 = tcp_ext(&c, "SyncookiesSent");
+    // hping3 as operators run it, bounded to 3 s by timeout(1).
+    let att = c.rig.att.name.clone();
+    let flood = thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &att, "timeout", "3", "hping3", "-S", "-p", "8080",
+            ])
+            .args(["--flood", "--rand-source", "-q", SRV_ATT_IP])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("hping3 (Debian package hping3)")
+    });
+    thread::sleep(Duration::from_millis(500));
+    let (ok, slowest) = timed_connects(&c, 20);
+    flood.join().unwrap();
+    assert_eq!(ok, 20, "legit connects during the hping3 flood");
+    assert_eq!(server.accepted_from(CLI_IP), 20);
+    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+    let syns = filter_ctl::kernel::maps::Maps::from_pins(&c.pin)
+        .unwrap()
+        .counter(filter_common::counter::SYNS)
+        .unwrap();
+    let sent = c.stat("challenge_sent");
+    assert!(syns > 1_000, "hping3 sent only {syns} SYNs");
+    assert!(sent + 19 >= syns, "{sent} answers for {syns} SYNs");
+    let host_cookies = tcp_ext(&c, "SyncookiesSent") - cookies0;
+    assert!(
+        host_cookies <= 19,
+        "the listener answered {host_cookies} SYNs"
+    );
+    eprintln!("hping3: {syns} SYNs, {sent} answered from XDP, {host_cookies} by the host");
+}

@@ -9,7 +9,8 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 
 /// Debian packages: LLVM 22 for bpf-linker, iproute2/ethtool for the netns
-/// rigs, xdp-tools for benchmark comparisons.
+/// rigs, xdp-tools for benchmark comparisons, hping3 as the rig's second
+/// flood generator.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -19,6 +20,7 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
     "xdp-tools",
+    "hping3",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
