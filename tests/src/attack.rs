@@ -78,6 +78,8 @@ pub struct Spec {
     pub rate: u64,
     pub duration: Duration,
     pub count: u64,
+    /// An IPv6 SYN flood instead (`src` then gives the random bits).
+    pub v6: Option<V6>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -129,6 +131,33 @@ pub fn template(spec: &Spec) -> Vec<u8> {
     f
 }
 
+/// An IPv6 SYN flood's addresses: the source's /64s vary in their second
+/// 32-bit word (the generator fills it with `src`'s random bits).
+#[derive(Clone, Debug)]
+pub struct V6 {
+    pub src: std::net::Ipv6Addr,
+    pub dst: std::net::SocketAddrV6,
+}
+
+/// The IPv6 template: Ethernet, IPv6, a bare TCP SYN.
+pub fn template_v6(spec: &Spec, v6: &V6) -> Vec<u8> {
+    let mut f = Vec::with_capacity(74);
+    f.extend_from_slice(&spec.dst_mac);
+    f.extend_from_slice(&spec.src_mac);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&20u16.to_be_bytes());
+    f.extend_from_slice(&[6, 64]);
+    f.extend_from_slice(&v6.src.octets());
+    f.extend_from_slice(&v6.dst.ip().octets());
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&v6.dst.port().to_be_bytes());
+    f.extend_from_slice(&1u32.to_be_bytes());
+    f.extend_from_slice(&0u32.to_be_bytes());
+    f.extend_from_slice(&[0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    f
+}
+
 /// Runs one bounded flood from the current thread's network namespace.
 pub fn run(spec: &Spec) -> anyhow::Result<Report> {
     let duration = spec.duration.min(MAX_DURATION);
@@ -138,7 +167,10 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
     }
     let ifindex = filter_ctl::kernel::loader::if_index(&spec.iface)?;
     let mut ebpf = Ebpf::load(crate::FLOOD_OBJECT)?;
-    let frame = template(spec);
+    let frame = match &spec.v6 {
+        Some(v6) => template_v6(spec, v6),
+        None => template(spec),
+    };
     let cfg = FloodConfig {
         src_base: u32::from(spec.src.addr()),
         src_random_mask: !u32::from(spec.src.netmask()),
@@ -146,6 +178,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
         randomize_dport: u32::from(spec.kind == Kind::Scan),
         frame_len: frame.len() as u32,
         tcp_checksum: u32::from(spec.kind != Kind::FragSyn),
+        ipv6: u32::from(spec.v6.is_some()),
     };
     Array::try_from(ebpf.map_mut("FLOOD").expect("FLOOD map"))?.set(0, cfg, 0)?;
     let prog: &mut Xdp = ebpf
@@ -253,6 +286,21 @@ pub fn rig_spec(kind: Kind, src: &str, rate: u64, duration: Duration) -> Spec {
         rate,
         duration,
         count: MAX_PACKETS,
+        v6: None,
+    }
+}
+
+/// An IPv6 SYN flood at the rig's server from random /64s (the IPv4
+/// `src` field then only says which bits are random: a /0 for all 32).
+pub fn rig_spec_v6(rate: u64, duration: Duration) -> Spec {
+    use crate::rig::*;
+    Spec {
+        src: "0.0.0.0/0".parse().unwrap(),
+        v6: Some(V6 {
+            src: SPOOF_NET6.parse().unwrap(),
+            dst: std::net::SocketAddrV6::new(SRV_ATT_IP6.parse().unwrap(), 8080, 0, 0),
+        }),
+        ..rig_spec(Kind::Syn, "10.200.0.0/16", rate, duration)
     }
 }
 

@@ -236,6 +236,32 @@ impl Controller {
         std::thread::spawn(move || ns.run(move || crate::attack::run(&spec)).expect("flood"))
     }
 
+    /// Attaches an XDP program (the filter, passing everything, with its
+    /// own pins) to the client's end of its veth: XDP_TX on a veth reaches
+    /// the peer only when NAPI runs there, which an XDP program turns on.
+    pub fn xdp_on_client_side(&self) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.rig.cli.name])
+            .arg(ctl_bin())
+            .arg("--pin-dir")
+            .arg(self.pin.with_file_name("client-side"))
+            .args(["attach", crate::rig::CLI_IF, "--xdp-mode", "native"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A bounded IPv6 SYN flood from random /64s, on a thread.
+    pub fn flood_v6(&self, rate: u64, secs: u64) -> std::thread::JoinHandle<crate::attack::Report> {
+        let ns = crate::netns::NetNs::existing(&self.rig.att.name);
+        let spec = crate::attack::rig_spec_v6(rate, Duration::from_secs(secs));
+        std::thread::spawn(move || ns.run(move || crate::attack::run(&spec)).expect("flood"))
+    }
+
     pub fn audit_events(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.audit)
             .unwrap_or_default()

@@ -301,7 +301,7 @@ pub fn connect_to(
 ) -> std::io::Result<()> {
     let src: std::net::IpAddr = src.parse().expect("source address");
     ns.run(move || {
-        let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        let sock = Socket::new(Domain::for_address(dst), Type::STREAM, None)?;
         sock.bind(&SocketAddr::new(src, 0).into())?;
         sock.connect_timeout(&dst.into(), timeout)
     })

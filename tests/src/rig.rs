@@ -8,6 +8,8 @@
 //!                                              [srv]  (filter on both)
 //!  [cli] cli0 10.77.2.2 ──── srv-cli 10.77.2.1 ┘
 //! ```
+//!
+//! with IPv6 beside IPv4: 2001:db8:77:1::/64 and 2001:db8:77:2::/64.
 
 use crate::netns::{sh, NetNs};
 
@@ -25,6 +27,13 @@ pub const SRV_CLI_MAC: &str = "02:77:02:00:00:01";
 pub const CLI_MAC: &str = "02:77:02:00:00:02";
 /// Spoofed floods draw their sources from here.
 pub const SPOOF_NET: &str = "10.200.0.0/16";
+/// IPv6 on the same links (2001:db8:77:1::/64 attacker side, :2:: client).
+pub const ATT_IP6: &str = "2001:db8:77:1::2";
+pub const SRV_ATT_IP6: &str = "2001:db8:77:1::1";
+pub const CLI_IP6: &str = "2001:db8:77:2::2";
+pub const SRV_CLI_IP6: &str = "2001:db8:77:2::1";
+/// Spoofed IPv6 floods vary the second 32-bit word of this address.
+pub const SPOOF_NET6: &str = "2001:db8:c8::1";
 
 pub struct Rig {
     pub att: NetNs,
@@ -58,9 +67,29 @@ impl Rig {
             SRV_CLI_MAC,
             SRV_CLI_IP,
         );
+        rig.link6(
+            &rig.att,
+            ATT_IF,
+            ATT_MAC,
+            ATT_IP6,
+            SRV_ATT_IF,
+            SRV_ATT_MAC,
+            SRV_ATT_IP6,
+        );
+        rig.link6(
+            &rig.cli,
+            CLI_IF,
+            CLI_MAC,
+            CLI_IP6,
+            SRV_CLI_IF,
+            SRV_CLI_MAC,
+            SRV_CLI_IP6,
+        );
         // Replies to spoofed sources go back towards the attacker and die
         // there, as they would on the Internet.
         rig.srv.ip(&["route", "add", "default", "via", ATT_IP]);
+        rig.srv
+            .ip(&["-6", "route", "add", "default", "via", ATT_IP6]);
         rig
     }
 
@@ -101,32 +130,47 @@ impl Rig {
         ]);
         peer.ip(&["addr", "add", &format!("{pip}/24"), "dev", pif]);
         peer.ip(&["link", "set", pif, "up"]);
-        peer.ip(&[
-            "neigh",
-            "replace",
-            sip,
-            "lladdr",
-            smac,
-            "dev",
-            pif,
-            "nud",
-            "permanent",
-        ]);
+        Self::neighbour(peer, sip, smac, pif);
         peer.ip(&["route", "add", "10.77.0.0/16", "via", sip]);
         self.srv
             .ip(&["addr", "add", &format!("{sip}/24"), "dev", sif]);
         self.srv.ip(&["link", "set", sif, "up"]);
-        self.srv.ip(&[
+        Self::neighbour(&self.srv, pip, pmac, sif);
+    }
+
+    /// A permanent neighbour entry in `ns`: no ARP or ND races.
+    fn neighbour(ns: &NetNs, ip: &str, mac: &str, dev: &str) {
+        ns.ip(&[
             "neigh",
             "replace",
-            pip,
+            ip,
             "lladdr",
-            pmac,
+            mac,
             "dev",
-            sif,
+            dev,
             "nud",
             "permanent",
         ]);
+    }
+
+    /// IPv6 addresses and permanent neighbours on a link made by `link`.
+    #[allow(clippy::too_many_arguments)]
+    fn link6(
+        &self,
+        peer: &NetNs,
+        pif: &str,
+        pmac: &str,
+        pip: &str,
+        sif: &str,
+        smac: &str,
+        sip: &str,
+    ) {
+        peer.ip(&["addr", "add", &format!("{pip}/64"), "dev", pif, "nodad"]);
+        Self::neighbour(peer, sip, smac, pif);
+        peer.ip(&["-6", "route", "add", "2001:db8:77::/48", "via", sip]);
+        self.srv
+            .ip(&["addr", "add", &format!("{sip}/64"), "dev", sif, "nodad"]);
+        Self::neighbour(&self.srv, pip, pmac, sif);
     }
 
     /// Leaves the namespaces in place (for `cargo xtask rig up`).

@@ -675,11 +675,16 @@ fn tcp_ext(c: &Controller, name: &str) -> u64 {
 /// docs/verification.md reports).
 fn timed_connects(c: &Controller, n: usize) -> (usize, Duration) {
     let dst: SocketAddr = format!("{SRV_CLI_IP}:8080").parse().unwrap();
+    timed_connects_to(c, CLI_IP, dst, n)
+}
+
+/// [`timed_connects`] from `src` to `dst`.
+fn timed_connects_to(c: &Controller, src: &str, dst: SocketAddr, n: usize) -> (usize, Duration) {
     let mut times = Vec::new();
     let ok = (0..n)
         .filter(|_| {
             let t = Instant::now();
-            let ok = connect_to(&c.rig.cli, CLI_IP, dst, Duration::from_secs(3)).is_ok();
+            let ok = connect_to(&c.rig.cli, src, dst, Duration::from_secs(3)).is_ok();
             times.push(t.elapsed());
             ok
         })
@@ -794,26 +799,9 @@ fn auto_verification_switches_on_under_a_syn_flood_and_off_after_the_hold() {
 
 #[test]
 fn syn_cookie_answers_a_spoofed_flood_from_xdp_while_a_new_client_connects_at_once() {
-    use filter_tests::rig::CLI_IF;
     filter_tests::require_root();
     let c = Controller::start(&format!("{INTERVAL}verification: {{ mode: syn_cookie }}\n"));
-    // XDP_TX on veth needs NAPI on the receiving end, which an XDP
-    // program there turns on: the filter itself, passing everything, on
-    // the client's side (its own pins).
-    let peer_pin = c.pin.with_file_name("client-side");
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &c.rig.cli.name])
-        .arg(filter_tests::controller::ctl_bin())
-        .arg("--pin-dir")
-        .arg(&peer_pin)
-        .args(["attach", CLI_IF, "--xdp-mode", "native"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.xdp_on_client_side();
     let syncookies = || {
         let out = std::process::Command::new("ip")
             .args([
@@ -883,26 +871,33 @@ fn syn_cookie_answers_a_spoofed_flood_from_xdp_while_a_new_client_connects_at_on
     assert_eq!(syncookies(), "1");
 }
 
+/// Under `syn_cookie`, after a flood: a real flood reached the filter,
+/// every SYN was answered from XDP but the client's after its first (19 of
+/// 20 connects), and the host's listener answered only those (at
+/// tcp_syncookies=2 it answers what reaches it with its own cookies).
+/// Returns (SYNs, answers from XDP, answers from the host).
+fn assert_answered_from_xdp(c: &Controller, host_cookies_before: u64) -> (u64, u64, u64) {
+    let syns = filter_ctl::kernel::maps::Maps::from_pins(&c.pin)
+        .unwrap()
+        .counter(filter_common::counter::SYNS)
+        .unwrap();
+    let sent = c.stat("challenge_sent");
+    assert!(syns > 1_000, "only {syns} SYNs reached the filter");
+    assert!(sent + 19 >= syns, "{sent} answers from XDP for {syns} SYNs");
+    let host = tcp_ext(c, "SyncookiesSent") - host_cookies_before;
+    assert!(
+        host <= 19,
+        "the listener answered {host} SYNs: the flood reached it"
+    );
+    (syns, sent, host)
+}
+
 #[test]
 fn syn_cookie_holds_against_hping3_rand_source_flood() {
-    use filter_tests::rig::{CLI_IF, SRV_ATT_IP};
+    use filter_tests::rig::SRV_ATT_IP;
     filter_tests::require_root();
     let c = Controller::start(&format!("{INTERVAL}verification: {{ mode: syn_cookie }}\n"));
-    // NAPI on the client's veth for XDP_TX (see the test above).
-    let peer_pin = c.pin.with_file_name("client-side");
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &c.rig.cli.name])
-        .arg(filter_tests::controller::ctl_bin())
-        .arg("--pin-dir")
-        .arg(&peer_pin)
-        .args(["attach", CLI_IF, "--xdp-mode", "native"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.xdp_on_client_side();
     let server = legit_server(&c);
     let cookies0 = tcp_ext(&c, "SyncookiesSent");
     // hping3 as operators run it, bounded to 3 s by timeout(1).
@@ -924,17 +919,34 @@ fn syn_cookie_holds_against_hping3_rand_source_flood() {
     assert_eq!(ok, 20, "legit connects during the hping3 flood");
     assert_eq!(server.accepted_from(CLI_IP), 20);
     assert!(slowest < Duration::from_millis(500), "{slowest:?}");
-    let syns = filter_ctl::kernel::maps::Maps::from_pins(&c.pin)
-        .unwrap()
-        .counter(filter_common::counter::SYNS)
-        .unwrap();
-    let sent = c.stat("challenge_sent");
-    assert!(syns > 1_000, "hping3 sent only {syns} SYNs");
-    assert!(sent + 19 >= syns, "{sent} answers for {syns} SYNs");
-    let host_cookies = tcp_ext(&c, "SyncookiesSent") - cookies0;
+    let (syns, sent, host) = assert_answered_from_xdp(&c, cookies0);
+    eprintln!("hping3: {syns} SYNs, {sent} answered from XDP, {host} by the host");
+}
+
+#[test]
+fn syn_cookie_answers_an_ipv6_spoofed_flood_while_an_ipv6_client_connects_at_once() {
+    use filter_tests::rig::{CLI_IP6, SRV_CLI_IP6};
+    filter_tests::require_root();
+    let c = Controller::start(&format!("{INTERVAL}verification: {{ mode: syn_cookie }}\n"));
+    c.xdp_on_client_side();
+    let server = Server::start_on(&c.rig.srv, "[::]:8080".parse().unwrap());
+    let cookies0 = tcp_ext(&c, "SyncookiesSent");
+    let f = c.flood_v6(20_000, 3);
+    thread::sleep(Duration::from_millis(500));
+    let dst: SocketAddr = format!("[{SRV_CLI_IP6}]:8080").parse().unwrap();
+    let (ok, slowest) = timed_connects_to(&c, CLI_IP6, dst, 20);
+    f.join().unwrap();
+    assert_eq!(ok, 20, "IPv6 client connects during the IPv6 flood");
+    assert_eq!(server.accepted_from(CLI_IP6), 20);
+    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+    assert_answered_from_xdp(&c, cookies0);
+    let verified = c.json(&["list", "verified", "--json"]);
     assert!(
-        host_cookies <= 19,
-        "the listener answered {host_cookies} SYNs"
+        verified
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["source"] == "2001:db8:77:2::/64"),
+        "{verified}"
     );
-    eprintln!("hping3: {syns} SYNs, {sent} answered from XDP, {host_cookies} by the host");
 }

@@ -21,6 +21,10 @@ pub struct FloodConfig {
     /// Non-zero: the frame holds a whole TCP segment whose checksum is
     /// recomputed; zero for a fragment (no checksum to fix).
     pub tcp_checksum: u32,
+    /// Non-zero: the template is IPv6 (40-byte header, a bare 20-byte TCP
+    /// header); the random bits go into the source's second 32-bit word,
+    /// inside its /64, so every frame comes from another /64.
+    pub ipv6: u32,
 }
 
 /// Longest template frame the generator rewrites.

@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         rate: a.rate,
         duration: a.duration,
         count: a.count,
+        v6: None,
     };
     let ns = filter_tests::netns::NetNs::existing(&a.netns);
     let report = ns.run(move || attack::run(&spec))?;
