@@ -4,6 +4,8 @@
 //! `bool`/`Option`, so both sides agree on the layout byte for byte.
 #![no_std]
 
+pub mod cookie;
+
 /// A map of the program, as the kernel and the pin directory know it: the
 /// name of its `#[map]` static (the kernel keeps 15 characters) and its key
 /// and value sizes. The catalogue below is the one place these are written:
