@@ -180,7 +180,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
         tcp_checksum: u32::from(spec.kind != Kind::FragSyn),
         ipv6: u32::from(spec.v6.is_some()),
     };
-    Array::try_from(ebpf.map_mut("FLOOD").expect("FLOOD map"))?.set(0, cfg, 0)?;
+    Array::try_from(ebpf.map_mut("FLOOD").expect("FLOOD map"))?.set(0, &cfg, 0)?;
     let prog: &mut Xdp = ebpf
         .program_mut("flood")
         .expect("flood program")

@@ -377,7 +377,7 @@ pub fn attach(
     }
     let prog = program(&mut ebpf)?;
     let link_id = prog
-        .attach_to_if_index(ifindex, xdp_mode(mode))
+        .attach(ifindex, xdp_mode(mode))
         .map_err(|source| Error::Attach {
             iface: iface.to_owned(),
             mode: mode.to_string(),

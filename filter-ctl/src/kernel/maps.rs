@@ -234,10 +234,10 @@ impl Maps {
                 0,
             ),
             (ListKind::Block, IpNet::V4(n)) if is_host(&net) => {
-                self.block_v4.insert(n.addr().octets(), entry, 0)
+                self.block_v4.insert(&n.addr().octets(), entry, 0)
             }
             (ListKind::Block, IpNet::V6(n)) if is_host(&net) => {
-                self.block_v6.insert(n.addr().octets(), entry, 0)
+                self.block_v6.insert(&n.addr().octets(), entry, 0)
             }
             (ListKind::Block, IpNet::V4(n)) => self.block_net_v4.insert(
                 &Key::new(n.prefix_len().into(), n.addr().octets()),
@@ -433,13 +433,15 @@ impl Maps {
         let nr_cpus = aya::util::nr_cpus().ok()?;
         let fd = self.sources.map().fd().as_fd();
         Some(
-            crate::kernel::batch::lookup_percpu::<SourceKey, SourceCounters>(fd, nr_cpus).map(
-                |all| {
-                    all.into_iter()
-                        .map(|(k, per_cpu)| (k, sum_counters(per_cpu.iter())))
-                        .collect()
-                },
-            ),
+            crate::kernel::batch::lookup_percpu::<SourceKey, SourceCounters>(
+                fd,
+                nr_cpus.get() as usize,
+            )
+            .map(|all| {
+                all.into_iter()
+                    .map(|(k, per_cpu)| (k, sum_counters(per_cpu.iter())))
+                    .collect()
+            }),
         )
     }
 
