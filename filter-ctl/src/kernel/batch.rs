@@ -1,4 +1,4 @@
-//! `BPF_MAP_LOOKUP_BATCH` for per-CPU hash maps. aya 0.14 has no batch
+//! `BPF_MAP_LOOKUP_BATCH` for per-CPU hash maps. aya (0.14 to 0.16) has no batch
 //! API, and reading a large map one key at a time costs two system calls per
 //! entry (~3.6 µs here): at 262 144 sources that fills a 1 s interval. The
 //! batch call returns hundreds of entries per system call.

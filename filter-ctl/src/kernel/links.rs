@@ -1,4 +1,4 @@
-//! What a pinned XDP link is attached to. aya 0.14 does not expose an XDP
+//! What a pinned XDP link is attached to. aya (0.14 to 0.16) does not expose an XDP
 //! link's interface, so this asks the kernel directly: `BPF_OBJ_GET` on the
 //! pin, then `BPF_OBJ_GET_INFO_BY_FD` (struct bpf_link_info: type, id,
 //! prog_id, then the xdp member, whose first field is the ifindex, 0 once
