@@ -8,6 +8,7 @@ pub mod controller;
 pub mod core;
 mod monitor;
 pub mod ops;
+mod reload;
 pub mod state;
 mod verification;
 
