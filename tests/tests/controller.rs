@@ -72,7 +72,12 @@ fn promoted_within_two_intervals(kind: Kind, reason: &str, scope: &str) {
     let report = f.join().unwrap();
     assert!(report.sent > 20_000, "{report:?}");
     assert_eq!(ok, 20, "legit client during a {reason}");
-    assert_eq!(server.accepted_from(CLI_IP), 20);
+    // Every connect reached the server. It may count a few more: until
+    // the promotion the source's SYNs pass at its rate limit (400/s),
+    // the listener falls back to its own syncookies, and a late cookie
+    // SYN-ACK answered by the client's TIME-WAIT socket makes the kernel
+    // open a connection again (a cookie is valid for its minute).
+    assert!(server.accepted_from(CLI_IP) >= 20);
     // ...and the flood stays dropped after the promotion.
     let dropped = c.stat("restricted");
     assert!(
