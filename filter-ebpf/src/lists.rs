@@ -27,7 +27,7 @@ fn longest_live<'a, const N: usize>(
 ) -> Option<&'a ListEntry> {
     let mut len = (N * 8) as u32;
     for _ in 0..MAX_SHADOWS {
-        let e = trie.get(Key::new(len, addr))?;
+        let e = trie.get(&Key::new(len, addr))?;
         if live(e, clock) {
             return Some(e);
         }
@@ -66,7 +66,7 @@ pub fn check<const N: usize>(
     let mut scope = 0;
     // SAFETY: the value is only read; a concurrent update by userspace can at
     // worst make this packet see the old or the new entry.
-    if let Some(e) = unsafe { exact.get(addr) } {
+    if let Some(e) = unsafe { exact.get(&addr) } {
         if live(e, clock) {
             if e.scope == 0 {
                 return Listed::Verdict(Reason::BlockedExact);

@@ -41,7 +41,7 @@ pub fn verified(key: &SourceKey, clock: &mut Clock) -> bool {
 #[inline(always)]
 pub fn mark(key: &SourceKey, cfg: &Config, clock: &mut Clock) {
     let until = clock.now() + cfg.verified_ttl_s as u64 * 1_000 * MS;
-    let _ = VERIFIED.insert(key, until, 0);
+    let _ = VERIFIED.insert(key, &until, 0);
 }
 
 /// Whether `syn_cookie` verification is on now.
@@ -73,7 +73,7 @@ fn first_syn_drop_step(key: &SourceKey, cfg: &Config, clock: &mut Clock) -> Reas
     // SAFETY: as above.
     let first = unsafe { PENDING.get(key) }.copied();
     let Some(first) = first else {
-        let _ = PENDING.insert(key, now, 0);
+        let _ = PENDING.insert(key, &now, 0);
         return Reason::Unverified;
     };
     let waited = now.saturating_sub(first);
@@ -83,7 +83,7 @@ fn first_syn_drop_step(key: &SourceKey, cfg: &Config, clock: &mut Clock) -> Reas
     }
     if waited > cfg.retry_max_ms as u64 * MS {
         // Too late: this is a new first SYN.
-        let _ = PENDING.insert(key, now, 0);
+        let _ = PENDING.insert(key, &now, 0);
         return Reason::ChallengeFailed;
     }
     mark(key, cfg, clock);
