@@ -114,6 +114,7 @@ impl Controller {
     pub fn sync_syncookies(&mut self) {
         use crate::kernel::sysctl;
         let want = self.cookies_on();
+        let before = self.state.syncookies_before;
         let result = match (want, self.state.syncookies_before) {
             (true, None) => sysctl::syncookies().and_then(|v| {
                 if v != 2 {
@@ -130,7 +131,9 @@ impl Controller {
             _ => Ok(()),
         };
         match result {
-            Ok(()) => self.save_state(),
+            // Kept in the state only when it changed.
+            Ok(()) if self.state.syncookies_before != before => self.save_state(),
+            Ok(()) => {}
             Err(e) => log::error!(
                 "net.ipv4.tcp_syncookies: {e}; SYN cookies from XDP need it at 2 \
                  (without it SYNs pass to the host unchallenged)"
@@ -232,12 +235,12 @@ impl Controller {
     }
 
     pub(super) fn verification_status(&self) -> VerificationStatus {
+        // One read of STATS for the three counters.
+        let stats = self.core.kernel.stats().unwrap_or_default();
         let stat = |r: Reason| {
-            self.core
-                .kernel
-                .stats()
-                .ok()
-                .and_then(|s| s.into_iter().find(|x| x.reason == r.name()))
+            stats
+                .iter()
+                .find(|x| x.reason == r.name())
                 .map_or(0, |x| x.packets)
         };
         VerificationStatus {
