@@ -29,6 +29,266 @@ pub const NO_WSCALE: u8 = 15;
 /// Largest window scale TCP allows.
 pub const MAX_WSCALE: u8 = 14;
 
+/// Values of [`Settings::route`]: how a cookie SYN-ACK's connection
+/// reaches the listener.
+pub mod route {
+    /// The listener's own cookie (`bpf_tcp_gen_syncookie`); the kernel
+    /// validates the ACK. MSS only: no window scaling, SACK or timestamps.
+    pub const LISTENER: u32 = 0;
+    /// Our own cookie, all options; the TC program hands the validated ACK
+    /// to the listener (`bpf_sk_assign_tcp_reqsk`).
+    pub const KFUNC: u32 = 1;
+}
+
+/// The `SYNCOOKIE` map's one value, written by the controller: the route,
+/// the keys of our own cookie format (current, then previous: a cookie
+/// made just before a rotation stays valid) and what the host's TCP
+/// accepts, so that the SYN-ACK offers only options the listener will
+/// take.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub keys: [[u64; 2]; 2],
+    /// [`route`].
+    pub route: u32,
+    /// The window scale our SYN-ACK announces: the one the kernel would
+    /// choose for the listener (`tcp_select_initial_window`).
+    pub wscale: u8,
+    /// Host sysctls: `tcp_timestamps`, `tcp_sack`, `tcp_window_scaling`
+    /// (1 = on).
+    pub timestamps: u8,
+    pub sack: u8,
+    pub window_scaling: u8,
+}
+
+/// The coarse clock of the cookie format, from CLOCK_MONOTONIC ns: about
+/// 68.7 s a step.
+#[inline(always)]
+pub fn minute(now_ns: u64) -> u32 {
+    (now_ns >> 36) as u32
+}
+
+/// What a SYN (or an ACK) says in its TCP options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// MSS, 0 if absent.
+    pub mss: u16,
+    /// Window scale, [`NO_WSCALE`] if absent.
+    pub wscale: u8,
+    pub sack: bool,
+    /// The timestamp option is present, with these values. (Plain fields,
+    /// not an `Option`: BPF code that moves an `Option` copies its
+    /// undefined payload, which the verifier refuses.)
+    pub ts: bool,
+    pub tsval: u32,
+    pub tsecr: u32,
+    /// TCP Fast Open, MD5 or AO signature, or a malformed option list: not
+    /// a SYN to answer with a cookie.
+    pub special: bool,
+}
+
+/// Longest TCP option area.
+pub const OPTIONS_MAX: usize = 40;
+
+/// Reads the first `len` bytes of `opts`, a TCP header's option area
+/// (bytes past `len` are ignored).
+pub fn parse_options(opts: &[u8; OPTIONS_MAX], len: usize) -> TcpOptions {
+    let mut w = OptionWalk {
+        buf: *opts,
+        ..OptionWalk::default()
+    };
+    w.start(len);
+    w.walk();
+    w.options()
+}
+
+/// Options (NOP runs count one each) read before giving up: real stacks
+/// send at most eight (macOS: MSS, NOP, WS, NOP, NOP, TS, SACK, EOL). A
+/// SYN with more is treated as special (the host answers it). Kept small:
+/// the verifier checks the walk once per step.
+pub const OPTION_STEPS: usize = 10;
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        TcpOptions::new()
+    }
+}
+
+impl TcpOptions {
+    /// Nothing seen yet.
+    pub const fn new() -> TcpOptions {
+        TcpOptions {
+            mss: 0,
+            wscale: NO_WSCALE,
+            sack: false,
+            ts: false,
+            tsval: 0,
+            tsecr: 0,
+            special: false,
+        }
+    }
+
+    /// (TSval, TSecr), if present.
+    pub fn timestamps(&self) -> Option<(u32, u32)> {
+        self.ts.then_some((self.tsval, self.tsecr))
+    }
+}
+
+/// Reads the option at `i` into `out`; returns where the next one starts,
+/// or None at the end of the list. Every index is checked.
+#[inline(always)]
+pub fn option_step(
+    opts: &[u8; OPTIONS_MAX],
+    len: usize,
+    i: usize,
+    out: &mut TcpOptions,
+) -> Option<usize> {
+    let len = if len > OPTIONS_MAX { OPTIONS_MAX } else { len };
+    if i >= len {
+        return None;
+    }
+    let kind = *opts.get(i)?;
+    match kind {
+        0 => return None,
+        1 => return Some(i + 1),
+        _ => {}
+    }
+    let size = match opts.get(i + 1) {
+        Some(&s) if i + 1 < len => s as usize,
+        _ => 0,
+    };
+    if size < 2 || i + size > len {
+        out.special = true;
+        return None;
+    }
+    match (kind, size) {
+        (2, 4) => {
+            if let Some(&[a, b]) = opts.get(i + 2..i + 4) {
+                out.mss = u16::from_be_bytes([a, b]);
+            }
+        }
+        (3, 3) => {
+            if let Some(&w) = opts.get(i + 2) {
+                out.wscale = w;
+            }
+        }
+        (4, 2) => out.sack = true,
+        (8, 10) => {
+            if let Some(&[a, b, c, d, e, f, g, h]) = opts.get(i + 2..i + 10) {
+                out.ts = true;
+                out.tsval = u32::from_be_bytes([a, b, c, d]);
+                out.tsecr = u32::from_be_bytes([e, f, g, h]);
+            }
+        }
+        // MD5 signature, TCP-AO, Fast Open (and its experimental kind).
+        (19, _) | (29, _) | (34, _) | (254, _) => out.special = true,
+        _ => {}
+    }
+    Some(i + size)
+}
+
+/// The option walk's state in the BPF programs, kept in a per-CPU map
+/// value rather than on the stack: the verifier tracks no map contents, so
+/// the walk's loop (`bpf_loop`) reaches the same state at every step and is
+/// verified once, not once per combination of options seen so far.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionWalk {
+    pub buf: [u8; OPTIONS_MAX],
+    pub len: u32,
+    pub at: u32,
+    pub tsval: u32,
+    pub tsecr: u32,
+    pub mss: u16,
+    pub wscale: u8,
+    /// [`walk_flag`] bits.
+    pub flags: u8,
+}
+
+/// Bits of [`OptionWalk::flags`].
+pub mod walk_flag {
+    pub const SACK: u8 = 1;
+    pub const TS: u8 = 2;
+    pub const SPECIAL: u8 = 4;
+}
+
+impl Default for OptionWalk {
+    fn default() -> Self {
+        OptionWalk {
+            buf: [0; OPTIONS_MAX],
+            len: 0,
+            at: 0,
+            tsval: 0,
+            tsecr: 0,
+            mss: 0,
+            wscale: NO_WSCALE,
+            flags: 0,
+        }
+    }
+}
+
+impl OptionWalk {
+    /// Starts a walk over the first `len` bytes of `buf`.
+    #[inline(always)]
+    pub fn start(&mut self, len: usize) {
+        self.len = len as u32;
+        self.at = 0;
+        self.tsval = 0;
+        self.tsecr = 0;
+        self.mss = 0;
+        self.wscale = NO_WSCALE;
+        self.flags = 0;
+    }
+
+    /// What the walk found so far.
+    #[inline(always)]
+    pub fn options(&self) -> TcpOptions {
+        TcpOptions {
+            mss: self.mss,
+            wscale: self.wscale,
+            sack: self.flags & walk_flag::SACK != 0,
+            ts: self.flags & walk_flag::TS != 0,
+            tsval: self.tsval,
+            tsecr: self.tsecr,
+            special: self.flags & walk_flag::SPECIAL != 0,
+        }
+    }
+
+    /// Reads the options, [`OPTION_STEPS`] at most; more is special.
+    #[inline(always)]
+    pub fn walk(&mut self) {
+        for _ in 0..OPTION_STEPS {
+            if !self.step() {
+                return;
+            }
+        }
+        if (self.at as usize) < (self.len as usize) && self.buf.get(self.at as usize) != Some(&0) {
+            self.flags |= walk_flag::SPECIAL;
+        }
+    }
+
+    /// Reads one option; false at the end of the list.
+    #[inline(always)]
+    pub fn step(&mut self) -> bool {
+        let mut o = self.options();
+        let at = (self.at & 0x3f) as usize;
+        let next = option_step(&self.buf, self.len as usize, at, &mut o);
+        self.mss = o.mss;
+        self.wscale = o.wscale;
+        (self.tsval, self.tsecr) = (o.tsval, o.tsecr);
+        self.flags = (o.sack as u8 * walk_flag::SACK)
+            | (o.ts as u8 * walk_flag::TS)
+            | (o.special as u8 * walk_flag::SPECIAL);
+        match next {
+            Some(n) => {
+                self.at = n as u32;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// The connection a cookie is for, as the client sent its SYN: addresses
 /// (IPv4 in the first four bytes), ports as on the wire, its ISN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,8 +325,9 @@ fn word(b: &[u8; 16], at: usize) -> u64 {
     ])
 }
 
-/// 24 bits of keyed hash over the tuple and the minute.
-#[inline(always)]
+/// 24 bits of keyed hash over the tuple and the minute. Not inlined: in
+/// BPF each copy would take its own stack, and `decode` makes four.
+#[inline(never)]
 fn hash(key: [u64; 2], t: &Tuple, minute: u32) -> u32 {
     // The addresses fold into the key (32 bytes do not fit one call);
     // ports, ISN and minute are the message.
@@ -152,6 +413,80 @@ mod tests {
             dport: 443u16.to_be(),
             isn: 0x1234_5678,
         }
+    }
+
+    fn opts(bytes: &[u8]) -> TcpOptions {
+        let mut buf = [0u8; OPTIONS_MAX];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        parse_options(&buf, bytes.len())
+    }
+
+    #[test]
+    fn options_of_a_linux_syn() {
+        // MSS 1460, SACK permitted, timestamps, NOP, window scale 7.
+        let o = opts(&[
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 1, 3, 3, 7,
+        ]);
+        assert_eq!(
+            o,
+            TcpOptions {
+                mss: 1460,
+                wscale: 7,
+                sack: true,
+                ts: true,
+                tsval: 0x1234,
+                tsecr: 0,
+                special: false
+            }
+        );
+        // An ACK: NOP NOP timestamps.
+        let o = opts(&[1, 1, 8, 10, 0, 0, 0, 9, 0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(o.timestamps(), Some((9, 0xdead_beef)));
+        assert_eq!((o.mss, o.wscale, o.sack), (0, NO_WSCALE, false));
+        // None at all.
+        assert_eq!(opts(&[]).wscale, NO_WSCALE);
+    }
+
+    #[test]
+    fn the_step_by_step_walk_finds_what_the_parser_finds() {
+        let bytes = [
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0, 7, 1, 3, 3, 7,
+        ];
+        let mut w = OptionWalk::default();
+        w.buf[..bytes.len()].copy_from_slice(&bytes);
+        w.start(bytes.len());
+        let mut steps = 0;
+        while w.step() {
+            steps += 1;
+        }
+        assert_eq!(steps, 5, "MSS, SACK, TS, NOP, WS");
+        assert_eq!(w.options(), opts(&bytes));
+        assert_eq!(w.options().timestamps(), Some((0x1234, 7)));
+    }
+
+    #[test]
+    fn fast_open_signatures_and_garbage_are_special() {
+        for bytes in [
+            &[2, 4, 5, 0xb4, 34, 10, 1, 2, 3, 4, 5, 6, 7, 8][..], // TFO cookie
+            &[34, 2][..],                                         // TFO request
+            &[19, 18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], // MD5
+            &[29, 4, 0, 0][..],                                   // TCP-AO
+            &[2, 4, 5][..],                                       // cut short
+            &[2, 0, 5, 0xb4][..],                                 // zero length
+            &[2, 40, 5, 0xb4][..],                                // runs past the end
+        ] {
+            assert!(opts(bytes).special, "{bytes:?}");
+        }
+        // Bytes past the header's length are not read.
+        let mut buf = [0u8; OPTIONS_MAX];
+        buf[..4].copy_from_slice(&[1, 1, 1, 1]);
+        buf[4..8].copy_from_slice(&[2, 4, 5, 0xb4]);
+        assert_eq!(parse_options(&buf, 4).mss, 0);
+        // More options than a real stack sends: not answered.
+        assert!(opts(&[1; 12]).special);
+        assert!(!opts(&[1; 9]).special);
+        // Unknown options are skipped by their length.
+        assert_eq!(opts(&[99, 4, 0, 0, 2, 4, 5, 0xb4]).mss, 1460);
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub mod maps {
     pub const JUMP: MapDef = MapDef::new::<u32, u32>("JUMP");
     /// Per-CPU counters the controller reads ([`counter`]).
     pub const COUNTERS: MapDef = MapDef::new::<u32, u64>("COUNTERS");
+    /// `Array<cookie::Settings>`, one slot: the cookie keys and the route.
+    pub const SYNCOOKIE: MapDef = MapDef::new::<u32, cookie::Settings>("SYNCOOKIE");
+    /// `PerCpuArray<cookie::OptionWalk>`, one slot: the TCP option walk.
+    pub const OPTIONS: MapDef = MapDef::new::<u32, cookie::OptionWalk>("OPTIONS");
     /// `LpmTrie<[u8; 4], ListEntry>`: IPv4 allowlist.
     pub const ALLOW_V4: MapDef = MapDef::lpm::<[u8; 4], ListEntry>("ALLOW_V4");
     /// `LpmTrie<[u8; 16], ListEntry>`: IPv6 allowlist.
@@ -79,7 +83,7 @@ pub mod maps {
     pub const BLOCK_NET_V6: MapDef = MapDef::lpm::<[u8; 16], ListEntry>("BLOCK_NET_V6");
 
     /// Every map the program owns, in a stable order (pinning, inspection).
-    pub const ALL: [MapDef; 17] = [
+    pub const ALL: [MapDef; 19] = [
         CONFIG,
         STATS,
         SOURCES,
@@ -91,6 +95,8 @@ pub mod maps {
         PENDING,
         COUNTERS,
         JUMP,
+        SYNCOOKIE,
+        OPTIONS,
         ALLOW_V4,
         ALLOW_V6,
         BLOCK_V4,
@@ -105,6 +111,10 @@ pub const PROGRAM_NAME: &str = "filter";
 /// The program the filter enters by tail call to answer a SYN with a
 /// cookie SYN-ACK (slot 0 of `JUMP`).
 pub const CHALLENGE_PROGRAM: &str = "challenge";
+/// The TC ingress program of the transparent cookie route, in its own
+/// object (it calls a kfunc: a kernel without it must still load the
+/// filter).
+pub const HANDOVER_PROGRAM: &str = "handover";
 
 /// Default capacities. The loader can override them at load time.
 pub mod capacity {
@@ -128,6 +138,11 @@ pub mod counter {
     /// SYNs (without ACK) that reached the verification step: the offered
     /// SYN load the controller's `auto` mode watches.
     pub const SYNS: u32 = 0;
+    /// ACKs of our own cookies the TC program handed to a listener
+    /// (`bpf_sk_assign_tcp_reqsk` succeeded), and those it could not
+    /// (the kfunc refused: a route failing at run time).
+    pub const HANDED_OVER: u32 = 1;
+    pub const HANDOVER_FAILED: u32 = 2;
     /// Slots in the map.
     pub const SLOTS: u32 = 4;
 }
@@ -554,6 +569,8 @@ mod pod {
     unsafe impl aya::Pod for Sketch {}
     unsafe impl aya::Pod for Bucket {}
     unsafe impl aya::Pod for RateLimit {}
+    unsafe impl aya::Pod for cookie::Settings {}
+    unsafe impl aya::Pod for cookie::OptionWalk {}
 }
 
 #[cfg(test)]

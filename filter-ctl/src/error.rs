@@ -53,8 +53,8 @@ pub enum Error {
         hint: &'static str,
         error: Box<aya::programs::ProgramError>,
     },
-    /// The verifier or the kernel refused the program.
-    #[error("loading the XDP program failed: {0}")]
+    /// The verifier or the kernel refused a program.
+    #[error("loading the filter's BPF programs failed: {0}")]
     Load(String),
     /// The kernel refused the object (its maps or programs); the cause
     /// carries the errno.

@@ -15,3 +15,6 @@ pub mod service;
 
 /// The XDP object built by `build.rs`.
 pub static FILTER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filter"));
+/// The TC object of the transparent cookie route (`kernel::handover`).
+pub static HANDOVER_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/handover"));

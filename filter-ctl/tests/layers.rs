@@ -15,6 +15,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("model", 0),
     ("error", 0),
     ("FILTER_OBJECT", 0),
+    ("HANDOVER_OBJECT", 0),
     ("policy", 1),
     ("kernel", 2),
     ("detect", 3),

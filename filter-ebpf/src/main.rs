@@ -14,6 +14,8 @@ mod conn;
 mod cookie;
 mod lists;
 mod maps;
+mod options;
+pub(crate) use parse::forget;
 mod parse;
 mod stats;
 mod track;
@@ -63,11 +65,14 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
                 Listed::Scope(s) => s,
             };
             let src = widen(src);
-            let key = SourceKey {
-                family: FAMILY_V4,
-                addr: src,
-            };
-            (false, src, widen(dst), key, scope, l4)
+            (
+                false,
+                src,
+                widen(dst),
+                source_key(false, src, cfg),
+                scope,
+                l4,
+            )
         }
         ETH_P_IPV6 => {
             let ip = parse::ipv6(ctx, l3)?;
@@ -77,11 +82,14 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
                 Listed::Scope(s) => s,
             };
             let l4 = parse::ipv6_ext(ctx, &ip)?;
-            let key = SourceKey {
-                family: FAMILY_V6,
-                addr: mask_v6(ip.src, cfg.ipv6_prefix_len),
-            };
-            (true, ip.src, ip.dst, key, scope, l4)
+            (
+                true,
+                ip.src,
+                ip.dst,
+                source_key(true, ip.src, cfg),
+                scope,
+                l4,
+            )
         }
         _ => return Ok(Reason::NonIp),
     };
@@ -180,6 +188,16 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
         verify::mark(&key, cfg, &mut clock);
         return Ok(Reason::Verified);
     }
+    // A bare ACK to a listener from an unverified source: on the
+    // transparent route, it may carry our own cookie (checked there).
+    if sock == Sock::Listen
+        && class == (Class::Ack { data: false })
+        && verdict.is_none()
+        && verify::cookies(cfg)
+        && !verify::verified(&key, &mut clock)
+    {
+        verify::challenge(ctx);
+    }
     Ok(verdict.unwrap_or(reason))
 }
 
@@ -219,8 +237,25 @@ static DEFAULT_CONFIG: Config = Config {
 };
 
 #[inline(always)]
-fn config() -> &'static Config {
+pub(crate) fn config() -> &'static Config {
     CONFIG.get(0).unwrap_or(&DEFAULT_CONFIG)
+}
+
+/// A source's identity in the counters and the verified set: the IPv4
+/// address (first four bytes of `src`), or the IPv6 address cut to the
+/// policy's prefix.
+#[inline(always)]
+pub(crate) fn source_key(v6: bool, src: [u8; 16], cfg: &Config) -> SourceKey {
+    match v6 {
+        false => SourceKey {
+            family: FAMILY_V4,
+            addr: src,
+        },
+        true => SourceKey {
+            family: FAMILY_V6,
+            addr: mask_v6(src, cfg.ipv6_prefix_len),
+        },
+    }
 }
 
 /// Keeps the first `prefix` bits of an IPv6 address (0 means the default).

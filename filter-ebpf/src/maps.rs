@@ -8,8 +8,8 @@ use aya_ebpf::{
     },
 };
 use filter_common::{
-    capacity, counter, Config, ListEntry, Sketch, SourceCounters, SourceKey, StatValue, PORT_WORDS,
-    STATS_SLOTS,
+    capacity, cookie::Settings, counter, Config, ListEntry, Sketch, SourceCounters, SourceKey,
+    StatValue, PORT_WORDS, STATS_SLOTS,
 };
 
 /// Written by the controller, read on every packet (slot 0).
@@ -60,6 +60,12 @@ pub static PENDING: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(ca
 /// tail call.
 #[map]
 pub static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Written by the controller: the cookie keys, the route, what the
+/// host's TCP accepts (`filter_common::cookie::Settings`). Shared with the
+/// `handover` program through its pin.
+#[map]
+pub static SYNCOOKIE: Array<Settings> = Array::with_max_entries(1, 0);
 
 /// Written here (`counter::*` slots), read by the controller.
 #[map]

@@ -45,7 +45,7 @@ const IPPROTO_DSTOPTS: u8 = 60;
 /// offset is the same on every path, and the paths merge. Costs one per-CPU
 /// array look-up, and only where a loop iterates.
 #[inline(always)]
-fn forget(v: usize) -> usize {
+pub(crate) fn forget(v: usize) -> usize {
     match crate::maps::FORGET.get_ptr_mut(0) {
         // SAFETY: this CPU's slot, used only here.
         Some(slot) => unsafe {

@@ -49,6 +49,9 @@ pub struct Packet {
     pub ack: u32,
     /// An MSS option in the first four option bytes (needs `tcp_doff` ≥ 6).
     pub mss: Option<u16>,
+    /// Raw TCP option bytes; when not empty they replace `mss` and the NOP
+    /// fill, and `tcp_doff` follows their length (padded with EOL).
+    pub options: Vec<u8>,
     pub payload: usize,
     /// Bytes of the L4 header and payload kept (a tiny first fragment);
     /// None keeps everything. The IP length fields follow.
@@ -79,6 +82,7 @@ impl Packet {
             seq: 1,
             ack: 0,
             mss: None,
+            options: Vec::new(),
             payload: 0,
             l4_truncate: None,
         }
@@ -105,11 +109,19 @@ impl Packet {
             l4.extend_from_slice(&self.dport.to_be_bytes());
             l4.extend_from_slice(&self.seq.to_be_bytes());
             l4.extend_from_slice(&self.ack.to_be_bytes());
-            l4.push(self.tcp_doff << 4);
+            let doff = match self.options.len() {
+                0 => self.tcp_doff,
+                n => 5 + n.div_ceil(4) as u8,
+            };
+            l4.push(doff << 4);
             l4.push(self.tcp_flags);
             l4.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]); // window, csum, urg
-            let mut opts = (self.tcp_doff as usize * 4).saturating_sub(20);
-            if let (Some(mss), true) = (self.mss, opts >= 4) {
+            let mut opts = (doff as usize * 4).saturating_sub(20);
+            if !self.options.is_empty() {
+                l4.extend_from_slice(&self.options);
+                l4.extend(std::iter::repeat_n(0u8, opts - self.options.len()));
+                opts = 0;
+            } else if let (Some(mss), true) = (self.mss, opts >= 4) {
                 l4.extend_from_slice(&[2, 4]);
                 l4.extend_from_slice(&mss.to_be_bytes());
                 opts -= 4;

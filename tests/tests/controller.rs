@@ -777,11 +777,9 @@ fn auto_verification_switches_on_under_a_syn_flood_and_off_after_the_hold() {
         "switched on late: {s}"
     );
     f.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.status()["verification"]["active"] == true {
-        assert!(Instant::now() < deadline, "never switched off");
-        thread::sleep(Duration::from_millis(100));
-    }
+    wait_status(&c, "verification off", |s| {
+        s["verification"]["active"] == false
+    });
     let switches: Vec<String> = c
         .audit_events()
         .iter()
@@ -802,33 +800,148 @@ fn auto_verification_switches_on_under_a_syn_flood_and_off_after_the_hold() {
     assert_eq!(set, 2);
 }
 
+/// `auto` with `escalate`: first-SYN drop under the alarm; a flood that
+/// resends its forged addresses (a /22 at 10 000/s: each about every
+/// 100 ms) makes retransmitted SYNs pass `escalate_retry_rate`, and
+/// cookies take over; all of it audited, off again after the flood.
+#[test]
+fn auto_escalates_from_first_syn_drop_to_cookies_when_the_flood_retransmits() {
+    filter_tests::require_root();
+    let c = Controller::start(&format!(
+        "{INTERVAL}verification: {{ mode: auto, auto_mechanism: escalate, alarm_syn_rate: 3000, \
+         calm_syn_rate: 500, hold: 2s, escalate_retry_rate: 1000 }}\n"
+    ));
+    c.xdp_on_client_side();
+    let server = legit_server(&c);
+    let f = c.flood(Kind::Syn, "100.64.0.0/22", 10_000, 4);
+    let s = wait_status(&c, "verification on", |s| {
+        s["verification"]["active"] == true
+    });
+    let mechanism = s["verification"]["mechanism"].as_str().unwrap().to_owned();
+    let s = wait_status(&c, "escalation to cookies", |s| {
+        s["verification"]["mechanism"]
+            .as_str()
+            .unwrap()
+            .starts_with("syn_cookie")
+    });
+    assert!(mechanism.starts_with("first_syn_drop"), "{mechanism}");
+    assert!(
+        s["verification"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("escalate_retry_rate"),
+        "{s}"
+    );
+    // A new client is served at once by the cookies now.
+    let (ok, slowest) = timed_connects(&c, 5);
+    assert_eq!(ok, 5);
+    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+    f.join().unwrap();
+    assert_eq!(server.accepted_from(CLI_IP), 5);
+    assert!(
+        c.stat("challenge_sent") > 100,
+        "{}",
+        c.json(&["stats", "--json"])
+    );
+    wait_status(&c, "verification off", |s| {
+        s["verification"]["active"] == false
+    });
+    let events: Vec<Value> = c
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"].as_str().unwrap().starts_with("verification_"))
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "verification_on",
+            "verification_escalated",
+            "verification_off"
+        ]
+    );
+    assert!(
+        events[1]["retry_rate"].as_u64() >= Some(1000),
+        "{}",
+        events[1]
+    );
+    // Off: the next spell starts with first-SYN drop again.
+    let s = c.status();
+    assert!(
+        s["verification"]["mechanism"]
+            .as_str()
+            .unwrap()
+            .starts_with("first_syn_drop"),
+        "{s}"
+    );
+}
+
 #[test]
 fn syn_cookie_answers_a_spoofed_flood_from_xdp_while_a_new_client_connects_at_once() {
+    syn_cookie_flood("transparent");
+}
+
+#[test]
+fn syn_cookie_on_the_listener_route_answers_a_spoofed_flood_too() {
+    syn_cookie_flood("listener");
+}
+
+/// The server namespace's `tcp_syncookies`.
+fn syncookies(c: &Controller) -> String {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.rig.srv.name,
+            "cat",
+            "/proc/sys/net/ipv4/tcp_syncookies",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Sockets in SYN-RECV on the server (request sockets: a SYN the listener
+/// answered itself).
+fn syn_recv(c: &Controller) -> usize {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.rig.srv.name,
+            "ss",
+            "-Htn",
+            "state",
+            "syn-recv",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// A spoofed random-source SYN flood under `syn_cookie` on `route`, while
+/// a new client connects 20 times: every connect completes at once (no
+/// retransmission wait), every flood SYN is answered from XDP and none
+/// reaches the listener.
+fn syn_cookie_flood(route: &str) {
     filter_tests::require_root();
-    let c = Controller::start(&format!("{INTERVAL}verification: {{ mode: syn_cookie }}\n"));
+    let c = Controller::start(&format!(
+        "{INTERVAL}verification: {{ mode: syn_cookie, route: {route} }}\n"
+    ));
     c.xdp_on_client_side();
-    let syncookies = || {
-        let out = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &c.rig.srv.name,
-                "cat",
-                "/proc/sys/net/ipv4/tcp_syncookies",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    assert_eq!(
-        syncookies(),
-        "2",
-        "syn_cookie needs tcp_syncookies=2 while on"
-    );
+    let transparent = route == "transparent";
+    // The listener route needs tcp_syncookies=2 while on; the transparent
+    // one only needs cookies on (the namespace's default, 1).
+    assert_eq!(syncookies(&c), if transparent { "1" } else { "2" });
     let server = legit_server(&c);
     let cookies0 = tcp_ext(&c, "SyncookiesSent");
+    let retrans0 = tcp_ext(&c, "TCPSynRetrans");
     let f = c.flood(Kind::Syn, "64.0.0.0/2", 20_000, 4);
     thread::sleep(Duration::from_millis(500));
+    let half_open = syn_recv(&c);
     // The first connection of a new client completes at once: its SYN is
     // answered by XDP, its ACK goes up to the kernel with a valid cookie.
     let (ok, slowest) = timed_connects(&c, 20);
@@ -858,22 +971,105 @@ fn syn_cookie_answers_a_spoofed_flood_from_xdp_while_a_new_client_connects_at_on
         "{sent} cookie SYN-ACKs for {syns} SYNs: {}",
         c.json(&["stats", "--json"])
     );
-    // With tcp_syncookies=2 the host answers every SYN that reaches it
-    // with a cookie of its own: the client's 19 after its first, and no
-    // forged one.
+    // No flood SYN reached the listener: it holds no request socket, sent
+    // no SYN-ACK again (it would, to forged addresses that never answer)
+    // and, on the transparent route, no cookie of its own at all. On the
+    // listener route, tcp_syncookies=2 makes it answer what reaches it
+    // with its own cookie: the client's 19 after its first.
+    assert_eq!(half_open, 0, "request sockets on the listener mid-flood");
+    assert_eq!(
+        tcp_ext(&c, "TCPSynRetrans"),
+        retrans0,
+        "SYN-ACKs retransmitted"
+    );
     let host_cookies = tcp_ext(&c, "SyncookiesSent") - cookies0;
+    let most = if transparent { 0 } else { 19 };
     assert!(
-        host_cookies <= 19,
-        "the host's listener answered {host_cookies} SYNs: flood SYNs reached it"
+        host_cookies <= most,
+        "the host's listener answered {host_cookies} SYNs with cookies"
     );
     let s = c.status();
     assert_eq!(s["verification"]["mode"], "syn_cookie");
-    let route = s["verification"]["route"].as_str().unwrap();
-    assert!(route.starts_with("listener-bound"), "{route}");
+    let shown = s["verification"]["route"].as_str().unwrap();
+    assert!(shown.starts_with(route), "{shown}");
     assert!(s["verification"]["passed"].as_u64() >= Some(1), "{s}");
-    // Off again: the host's setting goes back.
+    if transparent {
+        assert!(s["verification"]["handed_over"].as_u64() >= Some(1), "{s}");
+        assert_eq!(s["verification"]["handover_failed"], 0, "{s}");
+    }
+    // Off again: the host's setting is as it was.
     c.ctl_ok(&["set", "verification", "off"]);
-    assert_eq!(syncookies(), "1");
+    assert_eq!(syncookies(&c), "1");
+}
+
+/// The TCP options the kernel agreed for `conn`: (timestamps, SACK,
+/// window scale sent, window scale received), from TCP_INFO.
+fn agreed_options(conn: &std::net::TcpStream) -> (bool, bool, u8, u8) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: plain C struct of integers.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: a valid socket and out buffer of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO");
+    let o = info.tcpi_options;
+    let w = info.tcpi_snd_rcv_wscale;
+    (o & 1 != 0, o & 2 != 0, w & 0xf, w >> 4)
+}
+
+/// On the transparent route a new client's first connection, answered by
+/// XDP, gets every TCP option it offered (window scaling, SACK,
+/// timestamps) and carries a bulk transfer like any other.
+#[test]
+fn syn_cookie_first_connection_has_every_tcp_option_and_carries_bulk_data() {
+    use filter_tests::traffic::{download, Acceptor};
+    use std::{io::Write as _, sync::mpsc};
+    filter_tests::require_root();
+    let c = Controller::start(&format!(
+        "{INTERVAL}verification: {{ mode: syn_cookie, route: transparent }}\n"
+    ));
+    c.xdp_on_client_side();
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Arc::new(std::sync::Mutex::new(tx));
+    let addr: SocketAddr = "0.0.0.0:8081".parse().unwrap();
+    let _server = Acceptor::start(&c.rig.srv, addr, move |mut conn| {
+        let _ = tx.lock().unwrap().send(agreed_options(&conn));
+        let chunk = vec![7u8; 64 * 1024];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            if conn.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let dst: SocketAddr = format!("{SRV_CLI_IP}:8081").parse().unwrap();
+    let t = download(&c.rig.cli, dst, Duration::from_secs(4))
+        .join()
+        .unwrap();
+    let (ts, sack, snd_wscale, rcv_wscale) = rx.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert_eq!(c.stat("challenge_sent"), 1, "the SYN was answered from XDP");
+    assert!(!t.failed, "{t:?}");
+    assert!(t.bytes > 20 << 20, "{t:?}: {:.0} Mbit/s", t.mbit_per_s());
+    assert!(ts && sack, "timestamps {ts}, SACK {sack}");
+    // Both sides scale: the client's (Linux: 7 or more) and ours, which
+    // is what the kernel would have announced itself.
+    let host = filter_ctl::kernel::sysctl::tcp_options().wscale;
+    assert!(snd_wscale >= 7, "client's window scale {snd_wscale}");
+    assert_eq!(rcv_wscale, host);
+    let s = c.status();
+    assert_eq!(s["verification"]["handed_over"], 1, "{s}");
+    eprintln!(
+        "first connection through the cookie: {:.0} Mbit/s, wscale {snd_wscale}/{rcv_wscale}",
+        t.mbit_per_s()
+    );
 }
 
 /// Under `syn_cookie`, after a flood: a real flood reached the filter,
@@ -888,7 +1084,11 @@ fn assert_answered_from_xdp(c: &Controller, host_cookies_before: u64) -> (u64, u
         .unwrap();
     let sent = c.stat("challenge_sent");
     assert!(syns > 1_000, "only {syns} SYNs reached the filter");
-    assert!(sent + 19 >= syns, "{sent} answers from XDP for {syns} SYNs");
+    assert!(
+        sent + 19 >= syns,
+        "{sent} answers from XDP for {syns} SYNs: {}",
+        c.json(&["stats", "--json"])
+    );
     let host = tcp_ext(c, "SyncookiesSent") - host_cookies_before;
     assert!(
         host <= 19,

@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use filter_common::{flag, port_mode, Config, RateLimit, Reason};
+use filter_common::{
+    cookie::{self, Settings},
+    flag, port_mode, Config, RateLimit, Reason,
+};
 use filter_tests::{
     kernel::{Filter, DROP, PASS, TX},
     packet::{Packet, ACK, FIN, PROTO_UDP, PSH, RST, SYN},
@@ -606,4 +609,182 @@ fn syn_cookie_answers_an_ipv4_syn_and_its_ack_verifies_the_source() {
 #[test]
 fn syn_cookie_answers_an_ipv6_syn_and_its_ack_verifies_the_source() {
     syn_cookie_answers_and_the_ack_verifies("[2001:db8:9::1]:0", "2001:db8:9::2");
+}
+
+/// CLOCK_MONOTONIC in ns: the clock the data path's cookies use.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+const KEY: [u64; 2] = [0x0123_4567_89ab_cdef, 0x0fed_cba9_8765_4321];
+
+fn transparent_settings() -> Settings {
+    Settings {
+        keys: [KEY, [1, 2]],
+        route: cookie::route::KFUNC,
+        wscale: 7,
+        timestamps: 1,
+        sack: 1,
+        window_scaling: 1,
+    }
+}
+
+/// Linux's SYN options: MSS 1460, SACK permitted, timestamps, NOP, window
+/// scale 9.
+const LINUX_SYN: [u8; 20] = [
+    2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0, 1, 3, 3, 9,
+];
+
+/// The transparent route in XDP: a SYN is answered with the filter's own
+/// cookie and every option the client offered (as Linux lays them out),
+/// with correct checksums; the ACK returning a valid cookie verifies the
+/// source, a forged or expired one is dropped; TCP Fast Open passes.
+fn own_cookie_answers_with_every_option(server: &'static str, client_ip: &'static str) {
+    namespace().run(move || {
+        filter_tests::pin_to_cpu(0);
+        let listener = TcpListener::bind(server).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server_ip = listener.local_addr().unwrap().ip();
+        let v6 = server_ip.is_ipv6();
+        let mut f = Filter::with_config(cookie_config());
+        f.maps.set_cookie_settings(&transparent_settings()).unwrap();
+        let isn = 0x2000_0000u32;
+        let syn = Packet::tcp(client_ip, SYN).with(|p| {
+            p.dst = server_ip;
+            p.sport = 42000;
+            p.dport = port;
+            p.seq = isn;
+            p.options = LINUX_SYN.to_vec();
+        });
+        let frame = syn.build();
+        let (verdict, out) = f.run_out(&frame);
+        assert_eq!(verdict, TX, "the SYN was not answered");
+        let (l3, l4) = if v6 { (14, 54) } else { (14, 34) };
+        assert_eq!(out.len(), l4 + 40, "a 40-byte TCP header");
+        assert_eq!((&out[0..6], &out[6..12]), (&frame[6..12], &frame[0..6]));
+        let t = &out[l4..];
+        assert_eq!(&t[0..2], &port.to_be_bytes());
+        assert_eq!(&t[2..4], &42000u16.to_be_bytes());
+        assert_eq!(t[12] >> 4, 10);
+        assert_eq!(t[13], 0x12, "SYN|ACK");
+        assert_eq!(u32::from_be_bytes(t[8..12].try_into().unwrap()), isn + 1);
+        assert_ne!(u16::from_be_bytes([t[14], t[15]]), 0, "zero window");
+        // MSS (the device's MTU less the headers), SACK permitted,
+        // timestamps echoing the client's, NOP, our window scale.
+        assert_eq!(&t[20..22], &[2, 4]);
+        let mss = u16::from_be_bytes([t[22], t[23]]);
+        assert!((1220..=65495).contains(&mss), "mss {mss}");
+        assert_eq!(&t[24..28], &[4, 2, 8, 10]);
+        assert_eq!(&t[32..36], &[0x11, 0x22, 0x33, 0x44], "TSecr");
+        assert_eq!(&t[36..40], &[1, 3, 3, 7]);
+        let pseudo = if v6 {
+            sum16(&out[22..54]) + 40 + 6
+        } else {
+            assert!(folds_to_zero(sum16(&out[l3..l3 + 20])), "IPv4 checksum");
+            sum16(&out[26..34]) + 40 + 6
+        };
+        assert!(folds_to_zero(pseudo + sum16(t)), "TCP checksum");
+        // The cookie is ours, for this tuple, remembering the client's
+        // options.
+        let c = u32::from_be_bytes(t[4..8].try_into().unwrap());
+        let addr = |ip: std::net::IpAddr| match ip {
+            std::net::IpAddr::V4(a) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&a.octets());
+                b
+            }
+            std::net::IpAddr::V6(a) => a.octets(),
+        };
+        let tuple = cookie::Tuple {
+            saddr: addr(client_ip.parse().unwrap()),
+            daddr: addr(server_ip),
+            sport: 42000u16.to_be(),
+            dport: port.to_be(),
+            isn,
+        };
+        let minute = cookie::minute(monotonic_ns());
+        let opts = cookie::decode([KEY, KEY], &tuple, minute, c).expect("our cookie");
+        assert_eq!((opts.mss, opts.wscale, opts.sack), (1460, 9, true));
+
+        // The ACK returning it verifies the source and goes up.
+        let ack = |src: &str, sport: u16, cookie: u32| {
+            Packet::tcp(src, ACK)
+                .with(|p| {
+                    p.dst = server_ip;
+                    p.sport = sport;
+                    p.dport = port;
+                    p.seq = isn + 1;
+                    p.ack = cookie.wrapping_add(1);
+                })
+                .build()
+        };
+        assert_eq!(f.run(&ack(client_ip, 42000, c)), PASS);
+        assert_eq!(f.stat(Reason::Verified).packets, 1);
+        assert_eq!(f.maps.verified().unwrap().len(), 1);
+        // A forged cookie, one for another port, an expired one (two
+        // minutes old): dropped, nothing verified.
+        // (IPv6 sources are verified by /64: another one is in another.)
+        let other = if v6 { "2001:db8:a::70" } else { "10.9.0.70" };
+        let expired = cookie::encode(KEY, &tuple, minute.wrapping_sub(2), opts);
+        for (sport, bad) in [(42000, c ^ 0x100), (42001, c), (42000, expired)] {
+            assert_eq!(f.run(&ack(other, sport, bad)), DROP, "{bad:#x}");
+        }
+        assert_eq!(f.stat(Reason::ChallengeFailed).packets, 3);
+        assert_eq!(f.maps.verified().unwrap().len(), 1);
+        // A SYN with no options (as flood tools send): the short answer,
+        // MSS only, and 536 remembered.
+        let bare = syn.clone().with(|p| {
+            p.src = other.parse().unwrap();
+            p.options = Vec::new();
+            p.tcp_doff = 5;
+        });
+        let (verdict, out) = f.run_out(&bare.build());
+        assert_eq!(verdict, TX);
+        assert_eq!(out.len(), l4 + 24, "MSS only");
+        let t = &out[l4..];
+        assert_eq!(t[12] >> 4, 6);
+        let pseudo = if v6 {
+            sum16(&out[22..54]) + 24 + 6
+        } else {
+            sum16(&out[26..34]) + 24 + 6
+        };
+        assert!(folds_to_zero(pseudo + sum16(t)), "TCP checksum");
+        let c = u32::from_be_bytes(t[4..8].try_into().unwrap());
+        let tuple = cookie::Tuple {
+            saddr: addr(other.parse().unwrap()),
+            ..tuple
+        };
+        let o = cookie::decode([KEY, KEY], &tuple, minute, c).expect("our cookie");
+        assert_eq!((o.mss, o.wscale, o.sack), (536, cookie::NO_WSCALE, false));
+        // TCP Fast Open (a cookie request) and MD5-signed SYNs pass.
+        for opts in [
+            vec![2, 4, 5, 0xb4, 34, 2],
+            vec![19, 18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ] {
+            let special = syn.clone().with(|p| {
+                p.src = if v6 { "2001:db8:b::71" } else { "10.9.0.71" }
+                    .parse()
+                    .unwrap();
+                p.options = opts;
+            });
+            assert_eq!(f.run(&special.build()), PASS);
+        }
+        assert_eq!(f.stat(Reason::ChallengeSent).packets, 2);
+    });
+}
+
+#[test]
+fn own_cookie_answers_an_ipv4_syn_with_every_option() {
+    own_cookie_answers_with_every_option("10.9.0.1:0", "10.9.0.2");
+}
+
+#[test]
+fn own_cookie_answers_an_ipv6_syn_with_every_option() {
+    own_cookie_answers_with_every_option("[2001:db8:9::1]:0", "2001:db8:9::2");
 }

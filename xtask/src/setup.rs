@@ -21,6 +21,8 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "xdp-tools",
     "hping3",
+    // Compiles the kfunc shim of the handover program (filter-ebpf/build.rs).
+    "clang-22",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -87,9 +87,21 @@ impl Status {
         );
         println!("  syn_cookie route: {}", v.route);
         println!(
-            "  SYN rate {:.0}/s; challenged {}, verified {}, failed {}; {} sources verified",
-            v.syn_rate, v.challenged, v.passed, v.failed, v.verified_sources
+            "  SYN rate {:.0}/s; cookies sent {}, first SYNs dropped {}, verified {}, \
+             failed {}; {} sources verified",
+            v.syn_rate,
+            v.cookies_sent,
+            v.dropped_unverified,
+            v.passed,
+            v.failed,
+            v.verified_sources
         );
+        if v.handed_over + v.handover_failed > 0 {
+            println!(
+                "  handed to listeners {}, refused by the kernel {}",
+                v.handed_over, v.handover_failed
+            );
+        }
         println!("audit log: {}", s.audit_log.display());
         Ok(())
     }

@@ -1,5 +1,5 @@
-//! What a pinned XDP link is attached to. aya (0.14 to 0.16) does not expose an XDP
-//! link's interface, so this asks the kernel directly: `BPF_OBJ_GET` on the
+//! What a pinned XDP (or TCX) link is attached to. aya (0.14 to 0.16) does not expose
+//! an XDP link's interface, so this asks the kernel directly: `BPF_OBJ_GET` on the
 //! pin, then `BPF_OBJ_GET_INFO_BY_FD` (struct bpf_link_info: type, id,
 //! prog_id, then the xdp member, whose first field is the ifindex, 0 once
 //! the device is gone).
@@ -62,8 +62,22 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     }
 }
 
-/// Reads the link pinned at `path`.
+/// `enum bpf_link_type` values this reads.
+const BPF_LINK_TYPE_XDP: u32 = 6;
+const BPF_LINK_TYPE_TCX: u32 = 11;
+
+/// Reads the XDP link pinned at `path`.
 pub fn pinned(path: &Path) -> io::Result<LinkState> {
+    read(path, BPF_LINK_TYPE_XDP, "an XDP")
+}
+
+/// Reads the TCX link pinned at `path` (its union member starts with the
+/// ifindex too).
+pub fn pinned_tcx(path: &Path) -> io::Result<LinkState> {
+    read(path, BPF_LINK_TYPE_TCX, "a TCX")
+}
+
+fn read(path: &Path, kind: u32, what: &str) -> io::Result<LinkState> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut get = ObjAttr {
@@ -81,10 +95,9 @@ pub fn pinned(path: &Path) -> io::Result<LinkState> {
         info: info.as_mut_ptr() as u64,
     };
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    const BPF_LINK_TYPE_XDP: u32 = 6;
-    if info[0] != BPF_LINK_TYPE_XDP {
+    if info[0] != kind {
         return Err(io::Error::other(format!(
-            "{} is not an XDP link (type {})",
+            "{} is not {what} link (type {})",
             path.display(),
             info[0]
         )));

@@ -25,7 +25,7 @@ use filter_common::{maps as catalog, Config, PROGRAM_NAME};
 
 use crate::{
     error::{Error, Result},
-    kernel::{links, maps::Maps},
+    kernel::{handover, links, maps::Maps},
     policy::{AttachMode, Capacities},
 };
 
@@ -168,21 +168,16 @@ pub fn load_with(pin_dir: Option<&Path>, caps: &Capacities) -> Result<Ebpf> {
         .override_global("TCP_SOCK_RCV_NXT", &tcp.rcv_nxt, true)
         .override_global("TCP_SOCK_BYTES_RECEIVED", &tcp.bytes_received, true)
         .override_global("TCP_REQ_RCV_ISN", &tcp.req_rcv_isn, true);
-    let paths: Vec<(&str, PathBuf)> = pin_dir
-        .map(|d| {
-            catalog::ALL
-                .iter()
-                .map(|m| (m.name, d.join(m.name)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let paths = pin_paths(&catalog::ALL, pin_dir);
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
     let mut ebpf = loader
         .load(crate::FILTER_OBJECT)
         .map_err(|e| Error::Object(Box::new(e)))?;
-    program(&mut ebpf)?.load().map_err(load_error)?;
+    program(&mut ebpf)?
+        .load()
+        .map_err(|e| load_error(PROGRAM_NAME, e))?;
     // The challenge program, entered from the filter by tail call.
     let challenge: &mut Xdp = ebpf
         .program_mut(filter_common::CHALLENGE_PROGRAM)
@@ -194,7 +189,9 @@ pub fn load_with(pin_dir: Option<&Path>, caps: &Capacities) -> Result<Ebpf> {
         })?
         .try_into()
         .map_err(|e: ProgramError| Error::Load(e.to_string()))?;
-    challenge.load().map_err(load_error)?;
+    challenge
+        .load()
+        .map_err(|e| load_error(filter_common::CHALLENGE_PROGRAM, e))?;
     let fd = challenge
         .fd()
         .and_then(|fd| fd.try_clone().map_err(Into::into))
@@ -209,6 +206,16 @@ pub fn load_with(pin_dir: Option<&Path>, caps: &Capacities) -> Result<Ebpf> {
             source: Box::new(source),
         })?;
     Ok(ebpf)
+}
+
+/// Where each of `maps` is pinned under `pin_dir` (none without one).
+pub(crate) fn pin_paths(
+    maps: &[filter_common::MapDef],
+    pin_dir: Option<&Path>,
+) -> Vec<(&'static str, PathBuf)> {
+    pin_dir
+        .map(|d| maps.iter().map(|m| (m.name, d.join(m.name))).collect())
+        .unwrap_or_default()
 }
 
 /// 128 random bits from the kernel's CSPRNG: the sketch's hash key.
@@ -237,13 +244,16 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
         .map_err(|e: ProgramError| Error::Load(e.to_string()))
 }
 
-fn load_error(e: ProgramError) -> Error {
+/// The kernel's refusal of the program `name`, with the verifier's log.
+pub(crate) fn load_error(name: &str, e: ProgramError) -> Error {
     match e {
         ProgramError::LoadError {
             io_error,
             verifier_log,
-        } => Error::Load(format!("{io_error}\nverifier log:\n{verifier_log}")),
-        other => Error::Load(other.to_string()),
+        } => Error::Load(format!(
+            "program {name}: {io_error}\nverifier log:\n{verifier_log}"
+        )),
+        other => Error::Load(format!("program {name}: {other}")),
     }
 }
 
@@ -334,7 +344,32 @@ pub enum Attached {
 /// configuration of a running filter. Idempotent for a live link running
 /// this build's program; a link from another build is upgraded in place,
 /// and a stale one (its device gone) is replaced.
+///
+/// Where the kernel has the kfunc of the transparent cookie route, the
+/// `handover` TC program is attached beside it (a failure there is logged:
+/// `syn_cookie` then takes the listener-bound route).
 pub fn attach(
+    iface: &str,
+    mode: AttachMode,
+    pin_dir: &Path,
+    config: &Config,
+    caps: &Capacities,
+) -> Result<Attached> {
+    let how = attach_xdp(iface, mode, pin_dir, config, caps)?;
+    if handover::available() {
+        let attached = if_index(iface).and_then(|i| handover::attach(iface, i, pin_dir));
+        if let Err(e) = attached {
+            log::warn!(
+                "{iface}: the transparent cookie route's TC program did not attach ({:#}); \
+                 syn_cookie will use the listener-bound route",
+                anyhow::Error::from(e)
+            );
+        }
+    }
+    Ok(how)
+}
+
+fn attach_xdp(
     iface: &str,
     mode: AttachMode,
     pin_dir: &Path,
@@ -483,6 +518,7 @@ pub fn detach(iface: &str, pin_dir: &Path, purge: bool) -> Result<()> {
             path: link_path,
         });
     }
+    handover::detach(iface, pin_dir)?;
     let link = PinnedLink::from_pin(&link_path).map_err(|e| Error::Io {
         what: "opening pinned link",
         path: link_path.clone(),

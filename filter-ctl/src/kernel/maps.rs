@@ -69,6 +69,7 @@ pub struct Maps {
     ports: Array<MapData, u64>,
     stats: PerCpuArray<MapData, StatValue>,
     counters: PerCpuArray<MapData, u64>,
+    syncookie: Array<MapData, filter_common::cookie::Settings>,
     verified: HashMap<MapData, SourceKey, u64>,
     sources: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
     allow_v4: LpmTrie<MapData, [u8; 4], ListEntry>,
@@ -173,6 +174,7 @@ impl Maps {
             ports: typed!(catalog::PORTS.name),
             stats: typed!(catalog::STATS.name),
             counters: typed!(catalog::COUNTERS.name),
+            syncookie: typed!(catalog::SYNCOOKIE.name),
             verified: typed!(catalog::VERIFIED.name),
             sources: typed!(catalog::SOURCES.name),
             allow_v4: typed!(catalog::ALLOW_V4.name),
@@ -351,6 +353,19 @@ impl Maps {
             .get(&slot, 0)
             .map_err(map_err("reading COUNTERS"))?;
         Ok(per_cpu.iter().sum())
+    }
+
+    /// The cookie keys and route (`SYNCOOKIE`).
+    pub fn cookie_settings(&self) -> Result<filter_common::cookie::Settings> {
+        self.syncookie
+            .get(&0, 0)
+            .map_err(map_err("reading SYNCOOKIE"))
+    }
+
+    pub fn set_cookie_settings(&mut self, s: &filter_common::cookie::Settings) -> Result<()> {
+        self.syncookie
+            .set(0, s, 0)
+            .map_err(map_err("writing SYNCOOKIE"))
     }
 
     /// Verified sources with the monotonic ns their verification ends.

@@ -1,9 +1,10 @@
 //! The only code that talks to the kernel: loading and attaching the
-//! program, pins, the maps, batched reads, BTF offsets, the socket tables.
+//! programs, pins, the maps, batched reads, BTF offsets, the socket tables.
 
 pub mod batch;
 pub mod btf;
 pub mod conns;
+pub mod handover;
 pub mod links;
 pub mod loader;
 pub mod maps;

@@ -20,7 +20,7 @@ pub use attach::{AttachMode, DEFAULT_PIN_DIR};
 pub use ports::{PortSet, Ports};
 pub use thresholds::{Limit, RateLimits, Thresholds};
 pub use units::{Dur, Net};
-pub use verification::{Verification, VerifyMode};
+pub use verification::{AutoMechanism, CookieRoute, Verification, VerifyMode};
 
 /// The whole policy. Every field has a default (see [`DEFAULT_POLICY`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -286,7 +286,9 @@ audit:
 # sources are never challenged; connections already open are never touched.
 verification:
   mode: off              # off | syn_cookie | first_syn_drop (always) | auto (under a SYN flood)
-  auto_mechanism: syn_cookie   # what auto switches on: syn_cookie | first_syn_drop
+  route: auto            # syn_cookie: transparent (Linux 6.9+: own cookie, every TCP option) | listener | auto
+  auto_mechanism: syn_cookie   # what auto switches on: syn_cookie | first_syn_drop | escalate
+  escalate_retry_rate: 1000    # escalate: first_syn_drop, then syn_cookie once retransmitted SYNs/s reach this
   alarm_syn_rate: 5000   # auto: on when SYNs/s from all sources reach this
   calm_syn_rate: 1000    # ...and off once below this
   hold: 30s              # ...for this long

@@ -163,8 +163,13 @@ fn bad_snippets_name_the_field_and_line() {
         ),
         (
             "verification: { auto_mechanism: auto }\n",
-            "verification.auto_mechanism",
-            "syn_cookie or first_syn_drop",
+            "unknown variant `auto`",
+            "escalate",
+        ),
+        (
+            "verification: { escalate_retry_rate: 0 }\n",
+            "verification.escalate_retry_rate",
+            "above 0",
         ),
         (
             "verification:\n  alarm_syn_rate: 100\n  calm_syn_rate: 200\n",

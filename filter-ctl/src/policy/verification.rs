@@ -44,12 +44,68 @@ impl std::fmt::Display for VerifyMode {
     }
 }
 
+/// What `auto` switches on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoMechanism {
+    #[default]
+    SynCookie,
+    FirstSynDrop,
+    /// `first_syn_drop`, then `syn_cookie` once retransmitted SYNs (repeated
+    /// SYNs from sources with a challenge pending) reach
+    /// `escalate_retry_rate`: a flood that resends each forged address gets
+    /// through the first, not the second. Back to `first_syn_drop` the next
+    /// time `auto` switches on.
+    Escalate,
+}
+
+impl AutoMechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            AutoMechanism::SynCookie => "syn_cookie",
+            AutoMechanism::FirstSynDrop => "first_syn_drop",
+            AutoMechanism::Escalate => "escalate",
+        }
+    }
+}
+
+/// How `syn_cookie` gets a verified client's connection to the listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CookieRoute {
+    /// `transparent` where the kernel has `bpf_sk_assign_tcp_reqsk` (Linux
+    /// 6.9+) and its TC program attached, else `listener`.
+    #[default]
+    Auto,
+    /// Our own cookie with every TCP option; a TC program hands the ACK to
+    /// the listener. Refused at start on a kernel without the kfunc.
+    Transparent,
+    /// The listener's own cookie (Linux 5.3+): MSS only on a source's
+    /// first connection; needs `tcp_syncookies=2` while on.
+    Listener,
+}
+
+impl CookieRoute {
+    pub fn name(self) -> &'static str {
+        match self {
+            CookieRoute::Auto => "auto",
+            CookieRoute::Transparent => "transparent",
+            CookieRoute::Listener => "listener",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Verification {
     pub mode: VerifyMode,
-    /// What `auto` switches on: `syn_cookie` or `first_syn_drop`.
-    pub auto_mechanism: VerifyMode,
+    /// How `syn_cookie` hands connections to the listener.
+    pub route: CookieRoute,
+    /// What `auto` switches on.
+    pub auto_mechanism: AutoMechanism,
+    /// `escalate`: retransmitted SYNs per second that switch
+    /// `first_syn_drop` to `syn_cookie`.
+    pub escalate_retry_rate: u64,
     /// SYNs per second (from every source, offered load) that switch
     /// `auto` on.
     pub alarm_syn_rate: u64,
@@ -69,7 +125,9 @@ impl Default for Verification {
     fn default() -> Self {
         Verification {
             mode: VerifyMode::Off,
-            auto_mechanism: VerifyMode::SynCookie,
+            route: CookieRoute::Auto,
+            auto_mechanism: AutoMechanism::SynCookie,
+            escalate_retry_rate: 1_000,
             alarm_syn_rate: 5_000,
             calm_syn_rate: 1_000,
             hold: Dur(Duration::from_secs(30)),
@@ -83,14 +141,10 @@ impl Default for Verification {
 impl Verification {
     /// Checks across fields; `at` names a field with its line.
     pub fn validate(&self, at: impl Fn(&str) -> String) -> Result<(), String> {
-        if !matches!(
-            self.auto_mechanism,
-            VerifyMode::SynCookie | VerifyMode::FirstSynDrop
-        ) {
+        if self.escalate_retry_rate == 0 {
             return Err(format!(
-                "{}: must be syn_cookie or first_syn_drop, got {}",
-                at("verification.auto_mechanism"),
-                self.auto_mechanism
+                "{}: must be above 0",
+                at("verification.escalate_retry_rate")
             ));
         }
         if self.alarm_syn_rate == 0 || self.calm_syn_rate >= self.alarm_syn_rate {
@@ -128,24 +182,28 @@ impl Verification {
         Ok(())
     }
 
-    /// The mechanism `mode` uses (`auto`: its `auto_mechanism`).
-    pub fn mechanism(&self, mode: VerifyMode) -> VerifyMode {
-        match mode {
-            VerifyMode::Auto => self.auto_mechanism,
-            m => m,
+    /// The mechanism `mode` uses (`auto`: its `auto_mechanism`; `escalate`
+    /// is `first_syn_drop` until `escalated`).
+    pub fn mechanism(&self, mode: VerifyMode, escalated: bool) -> VerifyMode {
+        match (mode, self.auto_mechanism) {
+            (VerifyMode::Auto, AutoMechanism::SynCookie) => VerifyMode::SynCookie,
+            (VerifyMode::Auto, AutoMechanism::FirstSynDrop) => VerifyMode::FirstSynDrop,
+            (VerifyMode::Auto, AutoMechanism::Escalate) if escalated => VerifyMode::SynCookie,
+            (VerifyMode::Auto, AutoMechanism::Escalate) => VerifyMode::FirstSynDrop,
+            (m, _) => m,
         }
     }
 
     /// Writes the verification words of the kernel's config: the
-    /// mechanism, whether it is on now, the window and the TTL.
-    pub fn write(&self, mode: VerifyMode, active: bool, cfg: &mut filter_common::Config) {
+    /// mechanism in force, whether it is on now, the window and the TTL.
+    pub fn write(&self, mechanism: VerifyMode, active: bool, cfg: &mut filter_common::Config) {
         use filter_common::verify_mode;
-        cfg.verify_mode = match self.mechanism(mode) {
+        cfg.verify_mode = match mechanism {
             VerifyMode::FirstSynDrop => verify_mode::FIRST_SYN_DROP,
             VerifyMode::SynCookie => verify_mode::SYN_COOKIE,
             VerifyMode::Off | VerifyMode::Auto => verify_mode::OFF,
         };
-        cfg.verify_active = (active && mode != VerifyMode::Off) as u32;
+        cfg.verify_active = (active && cfg.verify_mode != verify_mode::OFF) as u32;
         cfg.retry_min_ms = self.retry_min.0.as_millis() as u32;
         cfg.retry_max_ms = self.retry_max.0.as_millis() as u32;
         cfg.verified_ttl_s = self.verified_ttl.0.as_secs() as u32;

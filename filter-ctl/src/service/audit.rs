@@ -60,6 +60,11 @@ pub enum AuditEvent {
         syn_rate: u64,
         alarm_syn_rate: u64,
     },
+    /// `auto` with `escalate`: cookies took over from first-SYN drop.
+    VerificationEscalated {
+        retry_rate: u64,
+        escalate_retry_rate: u64,
+    },
     /// `auto` switched it off: the rate stayed calm for `hold`.
     VerificationOff {
         syn_rate: u64,

@@ -110,6 +110,7 @@ impl Controller {
     /// [`Controller::start`] with the policy already loaded.
     pub fn start_with(opts: RunOptions, policy: Policy) -> anyhow::Result<Controller> {
         let interfaces = Self::interfaces(&policy, &opts)?;
+        super::verification::check_route(&policy)?;
         let lock = loader::lock_pin_dir(&policy.pin_dir)?;
         if !crate::kernel::btf::TcpSockOffsets::from_kernel().complete() {
             log::warn!(
@@ -177,7 +178,7 @@ impl Controller {
         };
         let config = c.kernel_config(&c.policy);
         c.core.kernel.set_config(&config)?;
-        c.sync_syncookies();
+        c.sync_cookie_settings(false);
         let policy = c.policy.clone();
         c.sync_policy_lists(&policy)?;
         c.prune_audit();

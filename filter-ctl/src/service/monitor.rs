@@ -24,9 +24,20 @@ impl Controller {
     /// audited and attached again as soon as its device exists; until then
     /// `status` lists it as lost.
     pub fn watch_interfaces(&mut self) {
+        let mut resync = false;
         for iface in self.attached.clone() {
             let live = loader::link_is_live(&self.policy.pin_dir, &iface);
             let was_lost = self.lost.contains(&iface);
+            if live && self.verify.transparent && !self.handover_live(&iface) {
+                // Only the cookie route's TC program went away.
+                log::error!("{iface}: the handover TC program is gone; attaching it again");
+                let again = loader::if_index(&iface)
+                    .and_then(|i| crate::kernel::handover::attach(&iface, i, &self.policy.pin_dir));
+                if let Err(e) = again {
+                    log::error!("{iface}: {:#}", anyhow::Error::from(e));
+                }
+                resync = true;
+            }
             if live {
                 if was_lost {
                     self.lost.retain(|i| *i != iface);
@@ -51,6 +62,7 @@ impl Controller {
             match loader::attach(&iface, p.xdp_mode, &p.pin_dir, &config, &p.capacities) {
                 Ok(how) => {
                     log::warn!("{iface}: filter attached again ({how:?})");
+                    resync = true;
                     self.lost.retain(|i| *i != iface);
                     self.core
                         .audit
@@ -59,6 +71,15 @@ impl Controller {
                 Err(e) => log::error!("{iface}: re-attaching failed: {:#}", anyhow::Error::from(e)),
             }
         }
+        if resync {
+            // The cookie route follows what is attached now.
+            self.sync_cookie_settings(false);
+        }
+    }
+
+    fn handover_live(&self, iface: &str) -> bool {
+        loader::if_index(iface)
+            .is_ok_and(|i| crate::kernel::handover::live(&self.policy.pin_dir, iface, i))
     }
 
     /// One control-loop step. A failure to promote one source (a full map)

@@ -149,11 +149,19 @@ pub struct VerificationStatus {
     pub why: String,
     /// SYNs per second over the last interval (offered load, all sources).
     pub syn_rate: f64,
-    /// First SYNs dropped as challenges, retransmissions that verified a
-    /// source, SYNs outside the window (since the maps were created).
-    pub challenged: u64,
+    /// Since the maps were created: SYNs answered with a cookie SYN-ACK
+    /// from XDP (`syn_cookie`); first SYNs dropped (`first_syn_drop`);
+    /// sources verified (a valid cookie ACK, or a retransmission inside
+    /// the window); challenges failed (a forged or expired cookie, or a SYN
+    /// outside the window).
+    pub cookies_sent: u64,
+    pub dropped_unverified: u64,
     pub passed: u64,
     pub failed: u64,
+    /// Transparent route: ACKs the TC program handed to a listener, and
+    /// those the kernel refused (a route failing at run time).
+    pub handed_over: u64,
+    pub handover_failed: u64,
     pub verified_sources: usize,
 }
 

@@ -48,6 +48,7 @@ impl Controller {
             bail!("pin_dir cannot change on reload (restart the controller)");
         }
         let interfaces = Self::interfaces(&new, &self.opts)?;
+        super::verification::check_route(&new)?;
         for iface in &interfaces {
             loader::if_index(iface)?;
         }
@@ -102,7 +103,7 @@ impl Controller {
         self.lost.retain(|i| interfaces.contains(i));
         self.attached = interfaces;
         self.policy = new;
-        self.sync_syncookies();
+        self.sync_cookie_settings(false);
         Ok(format!(
             "reloaded {}: interfaces {}",
             self.opts.policy_path.display(),

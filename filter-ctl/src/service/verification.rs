@@ -2,12 +2,16 @@
 //! `set verification`), `auto`'s switch with hysteresis on the SYN rate
 //! the kernel counts, and what `status` shows of it.
 
-use std::time::Instant;
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
-use filter_common::{counter, Config, Reason};
+use filter_common::{cookie, counter, Config, Reason};
 
 use crate::{
-    policy::{Policy, VerifyMode},
+    kernel::{handover, loader, sysctl},
+    policy::{AutoMechanism, CookieRoute, Policy, VerifyMode},
     service::{
         audit::AuditEvent,
         controller::Controller,
@@ -27,9 +31,22 @@ pub struct Auto {
     syns: u64,
     read_at: Instant,
     pub syn_rate: f64,
-    /// How `syn_cookie` works on this kernel (probed at start).
+    /// `escalate`: cookies took over from first-SYN drop in this spell;
+    /// the repeated SYNs counted so far and their rate.
+    pub escalated: bool,
+    retries: u64,
+    pub retry_rate: f64,
+    /// The `syn_cookie` route in force, and what `status` says of it.
+    pub transparent: bool,
     pub route: String,
+    /// When the cookie keys were last rotated (by this controller).
+    keys_at: Instant,
 }
+
+/// How often the keys of our own cookie format rotate. A cookie is valid
+/// for one to two of its 68.7 s steps and the previous key is still
+/// accepted, so any period above that loses no handshake.
+pub const KEY_ROTATION: Duration = Duration::from_secs(600);
 
 impl Auto {
     pub fn new(active: bool, syns: u64) -> Auto {
@@ -44,26 +61,79 @@ impl Auto {
             syns,
             read_at: Instant::now(),
             syn_rate: 0.0,
-            route: probe_route(),
+            escalated: false,
+            retries: 0,
+            retry_rate: 0.0,
+            transparent: false,
+            route: String::new(),
+            keys_at: Instant::now(),
         }
     }
 }
 
-/// What the kernel offers for `syn_cookie`. This build answers with the
-/// listener's cookie (`bpf_tcp_gen_syncookie`, Linux 5.3+: the program
-/// would not have loaded without it); the kfunc route needs a later build.
-fn probe_route() -> String {
-    let mut route =
-        "listener-bound: XDP answers with the listener's cookie (bpf_tcp_gen_syncookie), \
-         MSS only on a source's first connection"
-            .to_owned();
-    if crate::kernel::btf::kernel_names("bpf_sk_assign_tcp_reqsk") {
-        route.push_str(
-            "; this kernel also has bpf_sk_assign_tcp_reqsk (the transparent route, not in \
-             this build)",
+/// Which route `syn_cookie` takes: the policy's choice, as far as the
+/// kernel and the attached programs allow. (transparent, description)
+pub fn choose_route(wanted: CookieRoute, interfaces: &[String], pin_dir: &Path) -> (bool, String) {
+    const LISTENER: &str = "listener: XDP answers with the listener's own cookie \
+        (bpf_tcp_gen_syncookie, tcp_syncookies=2 while on); MSS only on a source's \
+        first connection";
+    if wanted == CookieRoute::Listener {
+        return (false, format!("{LISTENER} (the policy's choice)"));
+    }
+    if !handover::available() {
+        return (
+            false,
+            format!("{LISTENER} (this kernel lacks {})", handover::KFUNC),
         );
     }
-    route
+    let missing: Vec<&str> = interfaces
+        .iter()
+        .filter(|i| !loader::if_index(i).is_ok_and(|x| handover::live(pin_dir, i, x)))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return (
+            false,
+            format!(
+                "{LISTENER} (the handover TC program is not attached on {})",
+                missing.join(", ")
+            ),
+        );
+    }
+    (
+        true,
+        format!(
+            "transparent: XDP answers with the filter's own cookie and every TCP option, \
+             a TC program hands the ACK to the listener ({})",
+            handover::KFUNC
+        ),
+    )
+}
+
+/// Refuses `route: transparent` on a kernel without the kfunc.
+pub fn check_route(policy: &Policy) -> anyhow::Result<()> {
+    if policy.verification.route == CookieRoute::Transparent && !handover::available() {
+        anyhow::bail!(
+            "verification.route: transparent needs the kfunc {} (Linux 6.9+), which this \
+             kernel lacks; use route: auto or listener",
+            handover::KFUNC
+        );
+    }
+    Ok(())
+}
+
+/// 128 random bits.
+fn random_keys() -> std::io::Result<[u64; 2]> {
+    let mut b = [0u8; 16];
+    // SAFETY: the buffer is ours and 16 bytes long.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok([
+        u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+        u64::from_le_bytes(b[8..].try_into().expect("8 bytes")),
+    ])
 }
 
 impl Controller {
@@ -73,6 +143,13 @@ impl Controller {
         self.state
             .verification_override
             .unwrap_or(self.policy.verification.mode)
+    }
+
+    /// The mechanism in force: the mode's, or `auto`'s (escalated or not).
+    pub fn mechanism(&self) -> VerifyMode {
+        self.policy
+            .verification
+            .mechanism(self.verify_mode(), self.verify.escalated)
     }
 
     fn verify_active(&self) -> bool {
@@ -87,9 +164,12 @@ impl Controller {
     /// verification state in force.
     pub fn kernel_config(&self, policy: &Policy) -> Config {
         let mut cfg = policy.kernel_config(&self.state.thresholds(policy));
+        let mechanism = policy
+            .verification
+            .mechanism(self.verify_mode(), self.verify.escalated);
         policy
             .verification
-            .write(self.verify_mode(), self.verify_active(), &mut cfg);
+            .write(mechanism, self.verify_active(), &mut cfg);
         cfg
     }
 
@@ -103,8 +183,7 @@ impl Controller {
 
     /// Whether the XDP cookie answer is on now.
     fn cookies_on(&self) -> bool {
-        self.verify_active()
-            && self.policy.verification.mechanism(self.verify_mode()) == VerifyMode::SynCookie
+        self.verify_active() && self.mechanism() == VerifyMode::SynCookie
     }
 
     /// Keeps `net.ipv4.tcp_syncookies` at 2 while the cookie answer is on
@@ -112,15 +191,18 @@ impl Controller {
     /// value it had when it is off again. What it had is kept in the state,
     /// so a restarted controller still puts it back.
     pub fn sync_syncookies(&mut self) {
-        use crate::kernel::sysctl;
         let want = self.cookies_on();
         let before = self.state.syncookies_before;
+        // The listener's cookie needs 2; the transparent route only that
+        // cookies are on at all (1 or 2).
+        let good = |v: u8| v == 2 || (self.verify.transparent && v == 1);
         let result = match (want, self.state.syncookies_before) {
             (true, None) => sysctl::syncookies().and_then(|v| {
-                if v != 2 {
-                    sysctl::set_syncookies(2)?;
+                if !good(v) {
+                    let to = if self.verify.transparent { 1 } else { 2 };
+                    sysctl::set_syncookies(to)?;
                     self.state.syncookies_before = Some(v);
-                    log::info!("net.ipv4.tcp_syncookies {v} -> 2 while syn_cookie is on");
+                    log::info!("net.ipv4.tcp_syncookies {v} -> {to} while syn_cookie is on");
                 }
                 Ok(())
             }),
@@ -135,10 +217,49 @@ impl Controller {
             Ok(()) if self.state.syncookies_before != before => self.save_state(),
             Ok(()) => {}
             Err(e) => log::error!(
-                "net.ipv4.tcp_syncookies: {e}; SYN cookies from XDP need it at 2 \
-                 (without it SYNs pass to the host unchallenged)"
+                "net.ipv4.tcp_syncookies: {e}; SYN cookies from XDP need it on \
+                 (at 2 for the listener route)"
             ),
         }
+    }
+
+    /// Picks the `syn_cookie` route and writes `SYNCOOKIE`: the route, what
+    /// the host's TCP offers, and the keys (kept from the map if a previous
+    /// controller set them; new if there are none or `rotate`: the current
+    /// key becomes the previous one).
+    pub fn sync_cookie_settings(&mut self, rotate: bool) {
+        let (transparent, route) = choose_route(
+            self.policy.verification.route,
+            &self.attached,
+            &self.policy.pin_dir,
+        );
+        if transparent != self.verify.transparent || route != self.verify.route {
+            log::info!("syn_cookie route: {route}");
+        }
+        (self.verify.transparent, self.verify.route) = (transparent, route);
+        let mut s = self.core.kernel.cookie_settings().unwrap_or_default();
+        if rotate || s.keys[0] == [0, 0] {
+            match random_keys() {
+                Ok(k) => {
+                    s.keys = [k, if s.keys[0] == [0, 0] { k } else { s.keys[0] }];
+                    self.verify.keys_at = Instant::now();
+                }
+                Err(e) => log::error!("new cookie key: getrandom: {e}"),
+            }
+        }
+        let host = sysctl::tcp_options();
+        s.route = match transparent {
+            true => cookie::route::KFUNC,
+            false => cookie::route::LISTENER,
+        };
+        s.wscale = host.wscale;
+        s.timestamps = host.timestamps as u8;
+        s.sack = host.sack as u8;
+        s.window_scaling = host.window_scaling as u8;
+        if let Err(e) = self.core.kernel.set_cookie_settings(&s) {
+            log::error!("writing SYNCOOKIE: {:#}", anyhow::Error::from(e));
+        }
+        self.sync_syncookies();
     }
 
     /// Every cycle: the SYN rate since the last, and `auto`'s switch. On
@@ -147,6 +268,10 @@ impl Controller {
     /// moment does not switch it off and on).
     pub(super) fn verification_step(&mut self) {
         let now = Instant::now();
+        if now.duration_since(self.verify.keys_at) >= KEY_ROTATION {
+            self.sync_cookie_settings(true);
+            log::debug!("cookie key rotated");
+        }
         let Ok(syns) = self.core.kernel.counter(counter::SYNS) else {
             return;
         };
@@ -160,10 +285,14 @@ impl Controller {
             return;
         }
         let v = self.policy.verification;
+        if v.auto_mechanism == AutoMechanism::Escalate {
+            self.escalation_step(dt);
+        }
         let rate = self.verify.syn_rate;
         if !self.verify.active {
             if rate >= v.alarm_syn_rate as f64 {
                 self.verify.active = true;
+                self.verify.escalated = false;
                 self.verify.since = now;
                 self.verify.calm_since = None;
                 self.verify.why = format!(
@@ -186,6 +315,7 @@ impl Controller {
         let calm = *self.verify.calm_since.get_or_insert(now);
         if now.duration_since(calm) >= v.hold.0 {
             self.verify.active = false;
+            self.verify.escalated = false;
             self.verify.since = now;
             self.verify.calm_since = None;
             self.verify.why = format!(
@@ -201,6 +331,43 @@ impl Controller {
         }
     }
 
+    /// `escalate`, every cycle: the rate of repeated SYNs from sources with
+    /// a first-SYN challenge pending (a retransmission inside the window
+    /// verifies, one outside fails); at `escalate_retry_rate`, cookies take
+    /// over until `auto` switches off.
+    fn escalation_step(&mut self, dt: f64) {
+        let Ok(stats) = self.core.kernel.stats() else {
+            return;
+        };
+        let retries: u64 = stats
+            .iter()
+            .filter(|x| {
+                x.reason == Reason::Verified.name() || x.reason == Reason::ChallengeFailed.name()
+            })
+            .map(|x| x.packets)
+            .sum();
+        self.verify.retry_rate = retries.saturating_sub(self.verify.retries) as f64 / dt;
+        self.verify.retries = retries;
+        let v = self.policy.verification;
+        let rate = self.verify.retry_rate;
+        if !self.verify.active || self.verify.escalated || rate < v.escalate_retry_rate as f64 {
+            return;
+        }
+        self.verify.escalated = true;
+        self.verify.since = Instant::now();
+        self.verify.why = format!(
+            "retransmitted SYNs {rate:.0}/s reached escalate_retry_rate {}: syn_cookie \
+             takes over from first_syn_drop",
+            v.escalate_retry_rate
+        );
+        log::warn!("verification escalated: {}", self.verify.why);
+        self.write_config();
+        self.core.audit.record(&AuditEvent::VerificationEscalated {
+            retry_rate: rate.round() as u64,
+            escalate_retry_rate: v.escalate_retry_rate,
+        });
+    }
+
     /// `set verification MODE` (`None`: back to the policy's).
     pub(super) fn set_verification(
         &mut self,
@@ -211,6 +378,7 @@ impl Controller {
         let before = self.state.verification_override;
         self.state.verification_override = mode;
         let new = self.verify_mode();
+        self.verify.escalated = false;
         if new == VerifyMode::Auto && old != VerifyMode::Auto {
             // `auto` starts from the state the attack calls for, at the
             // next cycle; until then it keeps what the old mode did.
@@ -235,7 +403,7 @@ impl Controller {
     }
 
     pub(super) fn verification_status(&self) -> VerificationStatus {
-        // One read of STATS for the three counters.
+        // One read of STATS for the four counters.
         let stats = self.core.kernel.stats().unwrap_or_default();
         let stat = |r: Reason| {
             stats
@@ -246,10 +414,20 @@ impl Controller {
         VerificationStatus {
             mode: self.verify_mode(),
             route: self.verify.route.clone(),
-            mechanism: match self.policy.verification.mechanism(self.verify_mode()) {
+            mechanism: match self.mechanism() {
+                VerifyMode::SynCookie if self.verify.transparent => {
+                    "syn_cookie: XDP answers SYNs with the filter's own cookie"
+                }
                 VerifyMode::SynCookie => {
                     "syn_cookie: XDP answers SYNs with the listener's cookie \
                      (tcp_syncookies=2 while on)"
+                }
+                VerifyMode::FirstSynDrop
+                    if self.policy.verification.auto_mechanism == AutoMechanism::Escalate
+                        && self.verify_mode() == VerifyMode::Auto =>
+                {
+                    "first_syn_drop (XDP), escalating to syn_cookie when retransmitted SYNs \
+                     reach escalate_retry_rate"
                 }
                 VerifyMode::FirstSynDrop => "first_syn_drop (XDP)",
                 _ => "none",
@@ -259,9 +437,16 @@ impl Controller {
             since_s: self.verify.since.elapsed().as_secs(),
             why: self.verify.why.clone(),
             syn_rate: self.verify.syn_rate.round(),
-            challenged: stat(Reason::Unverified),
+            cookies_sent: stat(Reason::ChallengeSent),
+            dropped_unverified: stat(Reason::Unverified),
             passed: stat(Reason::Verified),
             failed: stat(Reason::ChallengeFailed),
+            handed_over: self.core.kernel.counter(counter::HANDED_OVER).unwrap_or(0),
+            handover_failed: self
+                .core
+                .kernel
+                .counter(counter::HANDOVER_FAILED)
+                .unwrap_or(0),
             verified_sources: self.core.kernel.verified().map_or(0, |v| v.len()),
         }
     }
