@@ -122,9 +122,14 @@ struct Ack {
 fn try_handover(ctx: &TcContext) -> Option<u32> {
     let s = SYNCOOKIE.get(0)?;
     let cfg = CONFIG.get(0)?;
-    // Also while `auto` has switched the challenge off: handshakes already
-    // answered with a cookie still complete.
-    if s.route != route::KFUNC || cfg.verify_mode != verify_mode::SYN_COOKIE {
+    // Only while the answer is on: otherwise every ACK the host receives
+    // would pay a socket look-up. (`auto` switches off only after `hold`
+    // of calm, so a handshake still in flight then is rare; its client
+    // gets a reset and tries again, and its SYN reaches the listener.)
+    if s.route != route::KFUNC
+        || cfg.verify_mode != verify_mode::SYN_COOKIE
+        || cfg.verify_active == 0
+    {
         return None;
     }
     let ack = parse(ctx)?;
