@@ -8,7 +8,9 @@
 //!   cargo xtask attack  a bounded flood from the rig's attacker namespace
 //!   cargo xtask bench   ns/packet per verdict beside a bare XDP_DROP
 //!   cargo xtask lint    rustfmt and clippy (split for the eBPF crate)
+//!   cargo xtask install binary, systemd unit, policy, completions, man page
 
+mod install;
 mod setup;
 
 use std::{
@@ -56,6 +58,19 @@ enum Task {
     Bench,
     /// Check formatting and run clippy with warnings denied.
     Lint,
+    /// Install filter-ctl: the release binary (PREFIX/sbin), the systemd
+    /// unit (/etc/systemd/system), a default policy (/etc/filter, never
+    /// overwritten), shell completions and the man page (PREFIX/share).
+    Install {
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// A staging root every path is placed under (for packaging).
+        #[arg(long, default_value = "/")]
+        destdir: PathBuf,
+        /// Install this filter-ctl instead of building a release one.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
 }
 
 /// Crates that only build for bpfel-unknown-none (with the pinned nightly):
@@ -85,6 +100,18 @@ fn main() -> Result<()> {
             setup::ensure(&root)?;
             run(cargo(&root).args(["bench", "--package", "filter-tests", "--bench", "datapath"]))
         }
+        Task::Install {
+            prefix,
+            destdir,
+            binary,
+        } => install::install(
+            &root,
+            &install::Install {
+                prefix,
+                destdir,
+                binary,
+            },
+        ),
         Task::Lint => {
             setup::ensure(&root)?;
             run(cargo(&root).args(["fmt", "--all", "--", "--check"]))?;

@@ -21,6 +21,8 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "xdp-tools",
     "hping3",
+    // systemd-analyze, for the test of the shipped unit.
+    "systemd",
     // Compiles the kfunc shim of the handover program (filter-ebpf/build.rs).
     "clang-22",
 ];

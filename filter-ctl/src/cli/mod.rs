@@ -17,6 +17,7 @@ use crate::{
 mod attach;
 mod control_verbs;
 mod detach;
+mod docs;
 mod list;
 mod lists;
 mod policy;
@@ -140,6 +141,8 @@ pub enum Command {
     Disallow(lists::Disallow),
     List(list::List),
     Stats(stats::Stats),
+    Completions(docs::Completions),
+    Manpage(docs::Manpage),
 }
 
 impl Cli {
@@ -161,6 +164,8 @@ impl Cli {
             Command::Disallow(c) => c.execute(g),
             Command::List(c) => c.execute(g),
             Command::Stats(c) => c.execute(g),
+            Command::Completions(c) => c.execute(g),
+            Command::Manpage(c) => c.execute(g),
         }
     }
 }
