@@ -277,7 +277,7 @@ capacities:
 
 audit:
   path: /var/log/filter/audit.jsonl
-  retention: 180days   # older lines are deleted (at start, then hourly)
+  retention: 180days   # rotated daily; older days and lines are deleted (at start, then hourly)
 
 # Source verification: a source proves it is real before its SYNs reach
 # the host's listeners: by returning the cookie of a SYN-ACK the filter

@@ -6,7 +6,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::Write as _,
-    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -139,6 +139,7 @@ pub enum AuditEvent {
     },
     AuditPruned {
         lines: usize,
+        files: usize,
         retention: String,
     },
     /// Written as the last line of the old file.
@@ -147,9 +148,26 @@ pub enum AuditEvent {
     },
 }
 
+/// What [`AuditLog::prune`] deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub lines: usize,
+    pub files: usize,
+}
+
 pub struct AuditLog {
     path: PathBuf,
     file: Option<File>,
+    /// Records that could not be written (counted, logged, never fatal).
+    write_errors: u64,
+    /// The UTC day (`YYYY-MM-DD`) of the lines in the current file: at the
+    /// first record of another day the file is rotated to `PATH.DAY`.
+    day: Option<String>,
+}
+
+/// `YYYY-MM-DD` of `t` in UTC.
+fn utc_day(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()[..10].to_owned()
 }
 
 impl AuditLog {
@@ -158,8 +176,16 @@ impl AuditLog {
         let mut log = AuditLog {
             path: path.to_owned(),
             file: None,
+            write_errors: 0,
+            day: None,
         };
-        log.file = Some(log.reopen()?);
+        let file = log.reopen()?;
+        // A file with lines in it holds the day of its last write.
+        let meta = file.metadata()?;
+        if meta.is_file() && meta.len() > 0 {
+            log.day = meta.modified().ok().map(utc_day);
+        }
+        log.file = Some(file);
         Ok(log)
     }
 
@@ -169,12 +195,44 @@ impl AuditLog {
         AuditLog {
             path: path.to_owned(),
             file: None,
+            write_errors: 0,
+            day: None,
         }
+    }
+
+    /// Where the lines of `day` go when the day is over.
+    pub fn rotated_path(&self, day: &str) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_owned();
+        name.push(format!(".{day}"));
+        self.path.with_file_name(name)
+    }
+
+    /// Moves the current file's lines (of `day`) to `PATH.DAY`, appending if
+    /// that exists already; the next record opens a new file.
+    fn rotate(&mut self, day: &str) -> std::io::Result<()> {
+        self.file = None;
+        let to = self.rotated_path(day);
+        if to.exists() {
+            let mut out = OpenOptions::new().append(true).open(&to)?;
+            std::io::copy(&mut File::open(&self.path)?, &mut out)?;
+            std::fs::remove_file(&self.path)
+        } else {
+            std::fs::rename(&self.path, &to)
+        }
+    }
+
+    /// Records lost since this log was opened.
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors
     }
 
     fn reopen(&self) -> std::io::Result<File> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            // Directories it makes are 0750 (owner and group only).
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)?;
         }
         OpenOptions::new()
             .create(true)
@@ -187,7 +245,8 @@ impl AuditLog {
         &self.path
     }
 
-    /// Drops the lines whose timestamp is older than `now - retention`,
+    /// Deletes what is older than `now - retention`: rotated files of days
+    /// before it, and the current file's lines before it. For the lines:
     /// rewriting the file atomically with its mode and owner kept. Lines
     /// are appended in time order, so only the file's head is examined, up
     /// to the first line within the retention: the common hourly call reads
@@ -198,9 +257,45 @@ impl AuditLog {
         &mut self,
         retention: std::time::Duration,
         now: SystemTime,
-    ) -> std::io::Result<usize> {
-        use std::io::{BufRead as _, BufReader, BufWriter};
+    ) -> std::io::Result<Pruned> {
         let cutoff = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+        let files = self.prune_rotated(cutoff)?;
+        let lines = self.prune_lines(cutoff)?;
+        Ok(Pruned { lines, files })
+    }
+
+    /// Deletes the rotated files whose whole day is before `cutoff`.
+    fn prune_rotated(&self, cutoff: SystemTime) -> std::io::Result<usize> {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return Ok(0);
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        let cutoff_day = utc_day(cutoff);
+        let mut gone = 0;
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let Some(day) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+                continue;
+            };
+            // Only PATH.YYYY-MM-DD: nothing else is ours to delete.
+            let is_day =
+                day.len() == 10 && humantime::parse_rfc3339(&format!("{day}T00:00:00Z")).is_ok();
+            if is_day && *day < *cutoff_day {
+                std::fs::remove_file(entry.path())?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Drops the current file's lines older than `cutoff` (see `prune`).
+    fn prune_lines(&mut self, cutoff: SystemTime) -> std::io::Result<usize> {
+        use std::io::{BufRead as _, BufReader, BufWriter};
         // Some(true): expired; Some(false): within retention; None: unknown.
         let expired = |line: &[u8]| -> Option<bool> {
             let v: Value = serde_json::from_slice(line).ok()?;
@@ -261,12 +356,22 @@ impl AuditLog {
 
     /// Appends `{"ts": ..., "event": ..., ...its fields}`.
     pub fn record(&mut self, event: &AuditEvent) {
+        self.record_at(event, SystemTime::now());
+    }
+
+    /// [`record`](Self::record) at `now`: the first record of a new UTC day
+    /// rotates the file.
+    pub fn record_at(&mut self, event: &AuditEvent, now: SystemTime) {
+        let today = utc_day(now);
+        if let Some(day) = self.day.clone().filter(|d| *d != today) {
+            if let Err(e) = self.rotate(&day) {
+                log::error!("rotating audit log {}: {e}", self.path.display());
+            }
+        }
         let mut obj = Map::new();
         obj.insert(
             "ts".into(),
-            humantime::format_rfc3339_millis(SystemTime::now())
-                .to_string()
-                .into(),
+            humantime::format_rfc3339_millis(now).to_string().into(),
         );
         if let Ok(Value::Object(fields)) = serde_json::to_value(event) {
             obj.extend(fields);
@@ -280,7 +385,11 @@ impl AuditLog {
             Some(f) => f.write_all(line.as_bytes()).and_then(|()| f.flush()),
             None => Err(std::io::Error::other("not open")),
         };
+        if written.is_ok() {
+            self.day = Some(today);
+        }
         if let Err(e) = written {
+            self.write_errors += 1;
             log::error!(
                 "audit log {}: {e}; lost: {}",
                 self.path.display(),
@@ -310,7 +419,7 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let now = humantime::parse_rfc3339("2026-11-22T00:00:00Z").unwrap();
         let day = std::time::Duration::from_secs(86_400);
-        assert_eq!(log.prune(180 * day, now).unwrap(), 1);
+        assert_eq!(log.prune(180 * day, now).unwrap().lines, 1);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640, "the rewrite changed the mode");
         assert_eq!(
@@ -318,9 +427,9 @@ mod tests {
             body[body.iter().position(|&b| b == b'\n').unwrap() + 1..]
         );
         // And later prunes do not fail on it.
-        assert_eq!(log.prune(180 * day, now).unwrap(), 0);
+        assert_eq!(log.prune(180 * day, now).unwrap().lines, 0);
         let later = humantime::parse_rfc3339("2027-12-01T00:00:00Z").unwrap();
-        assert_eq!(log.prune(180 * day, later).unwrap(), 1);
+        assert_eq!(log.prune(180 * day, later).unwrap().lines, 1);
         let torn = &body[body.iter().rposition(|&b| b == b'\n').unwrap() + 1..];
         assert_eq!(std::fs::read(&path).unwrap(), torn);
         std::fs::remove_dir_all(dir).unwrap();
@@ -345,8 +454,8 @@ mod tests {
         // A fake "now": 2026-11-22; 180 days back is 2026-05-26.
         let now = humantime::parse_rfc3339("2026-11-22T00:00:00Z").unwrap();
         let day = std::time::Duration::from_secs(86_400);
-        assert_eq!(log.prune(180 * day, now).unwrap(), 1);
-        assert_eq!(log.prune(180 * day, now).unwrap(), 0);
+        assert_eq!(log.prune(180 * day, now).unwrap().lines, 1);
+        assert_eq!(log.prune(180 * day, now).unwrap().lines, 0);
         // Writing goes on into the pruned file.
         log.record(&AuditEvent::Stop {
             signal: "SIGTERM".into(),
@@ -359,10 +468,79 @@ mod tests {
         assert!(lines[1].contains("expire") && lines[3].contains("stop"));
         // One day back from the fake now: the June and Nov 20 lines go; the
         // unreadable line and the fresh "stop" stay.
-        assert_eq!(log.prune(day, now).unwrap(), 2);
+        assert_eq!(log.prune(day, now).unwrap().lines, 2);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_failing_write_is_counted_not_fatal_and_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        // /dev/full opens and refuses every write (ENOSPC), even for root.
+        let mut log = AuditLog::open(Path::new("/dev/full")).unwrap();
+        let event = AuditEvent::AuditMoved {
+            to: PathBuf::from("/x"),
+        };
+        log.record(&event);
+        log.record(&event);
+        assert_eq!(log.write_errors(), 2);
+        let dir = std::env::temp_dir().join(format!("filter-audit-dirs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut log = AuditLog::open(&dir.join("a/b/audit.jsonl")).unwrap();
+        log.record(&event);
+        assert_eq!(log.write_errors(), 0);
+        for d in [dir.join("a"), dir.join("a/b")] {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o007, 0, "{}: {mode:o}", d.display());
+        }
+        let file = std::fs::metadata(dir.join("a/b/audit.jsonl")).unwrap();
+        assert_eq!(file.permissions().mode() & 0o777, 0o640);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rotates_at_the_first_record_of_a_new_day_and_deletes_days_past_retention() {
+        use std::time::Duration;
+        let dir = std::env::temp_dir().join(format!("filter-audit-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.jsonl");
+        let mut log = AuditLog::open(&path).unwrap();
+        let day = Duration::from_secs(86_400);
+        // 2026-12-01T10:00:00Z, then the next three days.
+        let d0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_119_200);
+        let event = AuditEvent::AuditMoved {
+            to: PathBuf::from("/x"),
+        };
+        for i in 0..4 {
+            log.record_at(&event, d0 + day * i);
+            log.record_at(&event, d0 + day * i + Duration::from_secs(3600));
+        }
+        let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+        for d in ["2026-12-01", "2026-12-02", "2026-12-03"] {
+            assert_eq!(lines(&log.rotated_path(d)), 2, "{d}");
+        }
+        assert_eq!(lines(&path), 2, "today's two records");
+        // Retention 2 days on 2026-12-04 at 11:00: the cutoff is on the 2nd,
+        // so only the 1st is wholly past it.
+        let p = log
+            .prune(2 * day, d0 + day * 3 + Duration::from_secs(3600))
+            .unwrap();
+        assert_eq!(p, Pruned { lines: 0, files: 1 });
+        assert!(!log.rotated_path("2026-12-01").exists());
+        assert!(log.rotated_path("2026-12-02").exists());
+        // Files that are not ours stay, whatever their name.
+        std::fs::write(dir.join("audit.jsonl.notes"), "keep").unwrap();
+        let p = log.prune(day, d0 + day * 10).unwrap();
+        assert_eq!(p.files, 2);
+        assert!(dir.join("audit.jsonl.notes").exists());
+        // A reopened log knows its file's day from its last write.
+        drop(log);
+        let mut log = AuditLog::open(&path).unwrap();
+        log.record(&event);
+        let today = utc_day(SystemTime::now());
+        assert_eq!(log.day.as_deref(), Some(today.as_str()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -228,9 +228,10 @@ impl Controller {
         let retention = self.policy.audit.retention;
         let audit = &mut self.core.audit;
         match audit.prune(retention.0, std::time::SystemTime::now()) {
-            Ok(0) => {}
-            Ok(n) => audit.record(&AuditEvent::AuditPruned {
-                lines: n,
+            Ok(p) if p.lines + p.files == 0 => {}
+            Ok(p) => audit.record(&AuditEvent::AuditPruned {
+                lines: p.lines,
+                files: p.files,
                 retention: retention.to_string(),
             }),
             Err(e) => log::error!("pruning audit log {}: {e}", audit.path().display()),
@@ -336,6 +337,7 @@ impl Controller {
             interval_ms: self.policy.interval.0.as_millis() as u64,
             pin_dir: self.policy.pin_dir.clone(),
             audit_log: self.core.audit.path().to_owned(),
+            audit_write_errors: self.core.audit.write_errors(),
             cycles: self.cycles,
             last_cycle_ms: self.last_cycle.as_secs_f64() * 1e3,
             tracked_sources: self.prev.sources.len(),

@@ -349,6 +349,9 @@ pub struct StatusReport {
     pub interval_ms: u64,
     pub pin_dir: std::path::PathBuf,
     pub audit_log: std::path::PathBuf,
+    /// Audit records that could not be written since the controller
+    /// started (each is also logged).
+    pub audit_write_errors: u64,
     pub cycles: u64,
     pub last_cycle_ms: f64,
     pub tracked_sources: usize,
