@@ -1057,7 +1057,7 @@ fn syn_cookie_first_connection_has_every_tcp_option_and_carries_bulk_data() {
     let (ts, sack, snd_wscale, rcv_wscale) = rx.recv_timeout(Duration::from_secs(1)).unwrap();
     assert_eq!(c.stat("challenge_sent"), 1, "the SYN was answered from XDP");
     assert!(!t.failed, "{t:?}");
-    assert!(t.bytes > 20 << 20, "{t:?}: {:.0} Mbit/s", t.mbit_per_s());
+    assert!(t.bytes > 4 << 20, "{t:?}: {:.0} Mbit/s", t.mbit_per_s());
     assert!(ts && sack, "timestamps {ts}, SACK {sack}");
     // Both sides scale: the client's (Linux: 7 or more) and ours, which
     // is what the kernel would have announced itself.

@@ -92,9 +92,12 @@ fn a_bulk_download_is_never_promoted_nor_limited() {
     assert_eq!(c.status()["promotions"], 0, "{:?}", promotions(&c));
     assert!(c.blocked().is_empty());
     assert_eq!(row["rate_limited"], 0, "{row}");
-    // Every ACK of the download belongs to its connection.
+    // Every ACK of the download belongs to its connection (how many there
+    // are depends on the machine's speed: only that the download ran).
     let in_conn = row["in_connection"].as_u64().unwrap();
-    assert!(in_conn > 100_000, "{row}");
+    let packets = row["packets"].as_u64().unwrap();
+    assert!(in_conn > 10_000, "{row}");
+    assert!(in_conn + 10 >= packets, "{row}");
     assert!(row["ack"].as_u64().unwrap() < 10, "{row}");
 }
 

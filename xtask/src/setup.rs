@@ -23,6 +23,9 @@ const APT_PACKAGES: &[&str] = &[
     "hping3",
     // systemd-analyze, for the test of the shipped unit.
     "systemd",
+    // Real TLS clients for the HTTPS API's tests.
+    "curl",
+    "openssl",
     // Compiles the kfunc shim of the handover program (filter-ebpf/build.rs).
     "clang-22",
 ];

@@ -22,6 +22,7 @@ mod list;
 mod lists;
 mod policy;
 mod run;
+mod secure;
 mod stats;
 mod top;
 
@@ -141,6 +142,8 @@ pub enum Command {
     Disallow(lists::Disallow),
     List(list::List),
     Stats(stats::Stats),
+    ApiKey(secure::ApiKey),
+    Tls(secure::Tls),
     Completions(docs::Completions),
     Manpage(docs::Manpage),
 }
@@ -164,6 +167,8 @@ impl Cli {
             Command::Disallow(c) => c.execute(g),
             Command::List(c) => c.execute(g),
             Command::Stats(c) => c.execute(g),
+            Command::ApiKey(c) => c.execute(g),
+            Command::Tls(c) => c.execute(g),
             Command::Completions(c) => c.execute(g),
             Command::Manpage(c) => c.execute(g),
         }

@@ -1,10 +1,11 @@
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Args;
 
 use super::Global;
 use crate::{
-    api::unix,
+    api::{https, unix},
     service::{
         controller::{self, RunOptions},
         Service,
@@ -53,9 +54,31 @@ impl Run {
             let socket = policy.control_socket.clone();
             let listener = unix::bind(&socket)?;
             let (service, calls) = Service::channel(QUEUED_CALLS);
+            // The HTTPS API, if configured: everything it needs is checked
+            // before anything is attached, and any fault stops the start
+            // (there is no plaintext fallback).
+            let api = match &policy.api {
+                Some(api) => {
+                    let creds = https::Credentials::load(api)?;
+                    let tcp = tokio::net::TcpListener::bind(api.listen)
+                        .await
+                        .with_context(|| format!("api: listening on {}", api.listen))?;
+                    log::info!("HTTPS API on {} ({} keys)", api.listen, creds.key_count());
+                    Some(tokio::spawn(https::serve(
+                        tcp,
+                        api.clone(),
+                        creds,
+                        service.clone(),
+                    )))
+                }
+                None => None,
+            };
             let server = tokio::spawn(unix::serve(listener, service));
             let result = controller::run(opts, policy, calls).await;
             server.abort();
+            if let Some(api) = api {
+                api.abort();
+            }
             let _ = std::fs::remove_file(&socket);
             result
         })

@@ -45,7 +45,32 @@ pub struct Policy {
     pub capacities: Capacities,
     pub audit: Audit,
     pub verification: Verification,
+    /// The HTTPS API; off unless configured.
+    pub api: Option<Api>,
 }
+
+/// `api:`: the HTTPS API (docs/operations.md). TLS only: there is no
+/// plaintext listener; a missing or mismatched certificate or key, or a
+/// key file others may read, refuses the start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Address and port to listen on (e.g. `"10.0.0.5:8443"`).
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain and private key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The API keys (`filter-ctl api-key add`), root's, mode 0600.
+    #[serde(default = "default_keys_file")]
+    pub keys_file: PathBuf,
+}
+
+fn default_keys_file() -> PathBuf {
+    PathBuf::from(DEFAULT_KEYS_FILE)
+}
+
+/// Where the API keys are kept unless `api.keys_file` says otherwise.
+pub const DEFAULT_KEYS_FILE: &str = "/etc/filter/api-keys.yaml";
 
 /// How the controller judges the connections the host holds (from the
 /// kernel's socket tables, every interval).
@@ -158,6 +183,7 @@ impl Default for Policy {
             capacities: Capacities::default(),
             audit: Audit::default(),
             verification: Verification::default(),
+            api: None,
         }
     }
 }
@@ -295,6 +321,15 @@ verification:
   retry_min: 200ms       # a retransmission this long after the first SYN...
   retry_max: 4s          # ...and no later verifies the source
   verified_ttl: 1h       # how long a verified source stays verified
+
+# The HTTPS API, off unless set: TLS 1.2/1.3 only (no plaintext port),
+# bearer API keys with a read or admin scope (`filter-ctl api-key add`).
+# `filter-ctl tls self-signed --out DIR` makes a certificate for test rigs.
+# api:
+#   listen: "10.0.0.5:8443"
+#   cert: /etc/filter/tls/cert.pem
+#   key: /etc/filter/tls/key.pem
+#   keys_file: /etc/filter/api-keys.yaml
 "#;
 
 /// A policy error: where, and what is wrong.

@@ -85,6 +85,9 @@ pub enum Caller {
     Offline { uid: u32 },
     /// The controller itself (policy lists, promotions).
     Controller,
+    /// The HTTPS API: the name of the key used (never the key) and the
+    /// client's address.
+    Api { key: String, addr: String },
 }
 
 /// The reply to each [`Op`], in the same order.

@@ -1,0 +1,290 @@
+//! The HTTPS API against a running controller on the rig, with real TLS
+//! clients (curl and openssl s_client, as operators and monitoring use
+//! them) from the client's namespace: keys and scopes, security headers,
+//! no plaintext, no TLS below 1.2, no trust without the CA, a start
+//! refused on unsafe key files, and no key in any log.
+
+use std::{path::Path, process::Command};
+
+use filter_tests::{
+    controller::{ctl_bin, Controller},
+    rig::SRV_CLI_IP,
+};
+use serde_json::Value;
+
+/// `filter-ctl ARGS`, which must succeed; its stdout.
+fn ctl(args: &[&str]) -> String {
+    let out = Command::new(ctl_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A certificate for the server's address and two keys, in `dir`.
+fn credentials(dir: &Path) -> (String, String) {
+    let d = dir.display().to_string();
+    ctl(&["tls", "self-signed", "--out", &d, "--name", SRV_CLI_IP]);
+    let keys = dir.join("keys.yaml").display().to_string();
+    let admin = ctl(&["api-key", "add", "ops", "--scope", "admin", "--file", &keys]);
+    let read = ctl(&[
+        "api-key", "add", "grafana", "--scope", "read", "--file", &keys,
+    ]);
+    (admin.trim().to_owned(), read.trim().to_owned())
+}
+
+fn api_policy(dir: &Path) -> String {
+    format!(
+        "api:\n  listen: \"{SRV_CLI_IP}:8443\"\n  cert: {0}/cert.pem\n  key: {0}/key.pem\n  keys_file: {0}/keys.yaml\n",
+        dir.display()
+    )
+}
+
+/// curl from the client's namespace; (exit code, headers and body).
+fn curl(c: &Controller, args: &[&str]) -> (i32, String) {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.rig.cli.name,
+            "curl",
+            "-s",
+            "-i",
+            "-m",
+            "5",
+        ])
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn url(path: &str) -> String {
+    format!("https://{SRV_CLI_IP}:8443{path}")
+}
+
+/// (status code, body as JSON) of a trusted request with `key`.
+fn call(c: &Controller, dir: &Path, key: Option<&str>, args: &[&str]) -> (u16, Value, String) {
+    let ca = dir.join("cert.pem").display().to_string();
+    let auth = key.map(|k| format!("Authorization: Bearer {k}"));
+    let mut all = vec!["--cacert", &ca];
+    if let Some(a) = &auth {
+        all.extend(["-H", a]);
+    }
+    all.extend(args);
+    let (rc, out) = curl(c, &all);
+    assert_eq!(rc, 0, "curl {args:?}: {out}");
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        code,
+        serde_json::from_str(body).unwrap_or(Value::Null),
+        head.to_owned(),
+    )
+}
+
+#[test]
+fn the_api_serves_tls_only_with_keys_and_scopes() {
+    filter_tests::require_root();
+    let dir = std::env::temp_dir().join(format!("filter-api-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (admin, read) = credentials(&dir);
+    let c = Controller::start(&api_policy(&dir));
+
+    // A read key reads, with the security headers on every answer.
+    let (code, s, head) = call(&c, &dir, Some(&read), &[&url("/v1/status")]);
+    assert_eq!(code, 200, "{head}");
+    assert_eq!(s["done"], "status");
+    let head = head.to_ascii_lowercase();
+    for h in [
+        "strict-transport-security: max-age=",
+        "x-content-type-options: nosniff",
+        "x-frame-options: deny",
+        "content-security-policy: default-src 'none'",
+        "cache-control: no-store",
+    ] {
+        assert!(head.contains(h), "no {h} in {head}");
+    }
+    for path in [
+        "/v1/stats",
+        "/v1/lists/block",
+        "/v1/lists/allow",
+        "/v1/thresholds",
+        "/v1/verified",
+    ] {
+        assert_eq!(call(&c, &dir, Some(&read), &[&url(path)]).0, 200, "{path}");
+    }
+    // A read key cannot write; an admin key can, audited with its name.
+    let add =
+        r#"{"op":"add","list":"block","net":"203.0.113.9/32","ttl_s":600,"reason":"api test"}"#;
+    let (code, body, _) = call(
+        &c,
+        &dir,
+        Some(&read),
+        &["-X", "POST", "-d", add, &url("/v1/ops")],
+    );
+    assert_eq!(
+        (code, body),
+        (403, serde_json::json!({"error": "forbidden"}))
+    );
+    let (code, body, _) = call(
+        &c,
+        &dir,
+        Some(&admin),
+        &["-X", "POST", "-d", add, &url("/v1/ops")],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["done"], "added");
+    let (_, list, _) = call(&c, &dir, Some(&read), &[&url("/v1/lists/block")]);
+    assert!(list.to_string().contains("203.0.113.9/32"), "{list}");
+    let audited = c
+        .audit_events()
+        .into_iter()
+        .find(|e| e["event"] == "admin_block")
+        .expect("audited");
+    assert_eq!(audited["by"]["via"], "api");
+    assert_eq!(audited["by"]["key"], "ops");
+    // Bad input is a JSON error without internals; unknown paths 404.
+    let (code, body, _) = call(
+        &c,
+        &dir,
+        Some(&admin),
+        &["-X", "POST", "-d", "{\"op\":\"nope\"}", &url("/v1/ops")],
+    );
+    assert_eq!(code, 400);
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("not an operation"));
+    assert_eq!(call(&c, &dir, Some(&read), &[&url("/v1/nothing")]).0, 404);
+    // No key, a wrong key, a key in the wrong form: 401, nothing else said.
+    for key in [None, Some("fk_0000"), Some(admin.trim_start_matches("fk_"))] {
+        let (code, body, head) = call(&c, &dir, key, &[&url("/v1/status")]);
+        assert_eq!(
+            (code, &body),
+            (401, &serde_json::json!({"error": "unauthorized"})),
+            "{head}"
+        );
+    }
+
+    // A key added (or removed) while it runs counts at once.
+    let keys = dir.join("keys.yaml").display().to_string();
+    let late = ctl(&["api-key", "add", "late", "--scope", "read", "--file", &keys]);
+    assert_eq!(
+        call(&c, &dir, Some(late.trim()), &[&url("/v1/status")]).0,
+        200
+    );
+    ctl(&["api-key", "remove", "late", "--file", &keys]);
+    assert_eq!(
+        call(&c, &dir, Some(late.trim()), &[&url("/v1/status")]).0,
+        401
+    );
+
+    // Plaintext HTTP to the port gets no HTTP response at all.
+    let (_, out) = curl(&c, &[&format!("http://{SRV_CLI_IP}:8443/v1/status")]);
+    assert!(!out.contains("HTTP/"), "{out}");
+    // A client that does not trust the certificate does not talk to it.
+    let (rc, out) = curl(&c, &[&url("/v1/status")]);
+    assert_eq!(rc, 60, "curl trusted a self-signed certificate: {out}");
+    // TLS 1.1 and below are refused (the client allows them).
+    for version in ["-tls1_1", "-tls1"] {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &c.rig.cli.name,
+                "timeout",
+                "5",
+                "openssl",
+                "s_client",
+            ])
+            .args(["-connect", &format!("{SRV_CLI_IP}:8443"), version])
+            .args(["-cipher", "DEFAULT@SECLEVEL=0"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains("Cipher is (NONE)") || text.contains("alert"),
+            "{version}: {text}"
+        );
+    }
+    // Repeated failures from one address are throttled.
+    for _ in 0..10 {
+        call(&c, &dir, Some("fk_wrong"), &[&url("/v1/status")]);
+    }
+    assert_eq!(call(&c, &dir, Some(&read), &[&url("/v1/status")]).0, 429);
+
+    // No key and no hash in any log or output.
+    let keys_text = std::fs::read_to_string(dir.join("keys.yaml")).unwrap();
+    let hashes: Vec<&str> = keys_text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("sha256: "))
+        .collect();
+    let logs = c.log() + &std::fs::read_to_string(&c.audit).unwrap();
+    for secret in [admin.as_str(), read.as_str(), late.trim()]
+        .into_iter()
+        .chain(hashes)
+    {
+        assert!(!logs.contains(secret), "a key or hash in the logs");
+    }
+    assert!(!keys_text.contains(&admin) && !keys_text.contains(&read));
+    drop(c);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unsafe_or_missing_credentials_refuse_the_start() {
+    filter_tests::require_root();
+    let dir = std::env::temp_dir().join(format!("filter-api-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    credentials(&dir);
+    let run = |policy: &str| {
+        let path = dir.join("policy.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "interfaces: [lo]\npin_dir: /sys/fs/bpf/filter-api-bad\ncontrol_socket: {0}/ctl.sock\n\
+                 state_dir: {0}/state\naudit: {{ path: {0}/audit.jsonl }}\n{policy}",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(ctl_bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    use std::os::unix::fs::PermissionsExt as _;
+    let keys = dir.join("keys.yaml");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = run(&api_policy(&dir));
+    assert!(e.contains("chmod 600"), "{e}");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A key that is not the certificate's.
+    let other = dir.join("other");
+    ctl(&["tls", "self-signed", "--out", &other.display().to_string()]);
+    let mismatched = api_policy(&dir).replace(
+        &format!("{}/key.pem", dir.display()),
+        &format!("{}/key.pem", other.display()),
+    );
+    let e = run(&mismatched);
+    assert!(e.contains("do not match"), "{e}");
+    let missing = api_policy(&dir).replace("cert.pem", "absent.pem");
+    let e = run(&missing);
+    assert!(e.contains("reading TLS certificate"), "{e}");
+    // Nothing was attached meanwhile.
+    assert!(!Path::new("/sys/fs/bpf/filter-api-bad").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
