@@ -88,6 +88,15 @@ fn call(c: &Controller, dir: &Path, key: Option<&str>, args: &[&str]) -> (u16, V
     )
 }
 
+/// The value of the sample `name` (with its labels, if any) in a metrics
+/// text; NaN if absent.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 #[test]
 fn the_api_serves_tls_only_with_keys_and_scopes() {
     filter_tests::require_root();
@@ -150,6 +159,69 @@ fn the_api_serves_tls_only_with_keys_and_scopes() {
         .expect("audited");
     assert_eq!(audited["by"]["via"], "api");
     assert_eq!(audited["by"]["key"], "ops");
+    // Metrics, with a read key, after a SYN flood the controller promoted.
+    let f = c.flood(filter_tests::attack::Kind::Syn, "10.200.9.9", 20_000, 2);
+    f.join().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let metrics = loop {
+        let ca = dir.join("cert.pem").display().to_string();
+        let auth = format!("Authorization: Bearer {read}");
+        let (rc, out) = curl(&c, &["--cacert", &ca, "-H", &auth, &url("/metrics")]);
+        assert_eq!(rc, 0, "{out}");
+        if metric(&out, "filter_promotions_total") >= 1.0 || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert!(
+        metrics
+            .to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "filter_promotions_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "filter_blocked_entries") >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "filter_packets_total{reason=\"rate_limited\",drops=\"true\"}"
+        ) > 0.0,
+        "{metrics}"
+    );
+    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+    // The Grafana dashboard asks only for metrics that exist.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana/filter-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("filter_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    metrics.lines().any(|l| l.starts_with(&name)),
+                    "the dashboard asks for {name}, which /metrics lacks"
+                );
+                asked += 1;
+            }
+        }
+    }
+    assert!(asked > 10);
+
     // Bad input is a JSON error without internals; unknown paths 404.
     let (code, body, _) = call(
         &c,

@@ -8,6 +8,7 @@
 //! Endpoints (JSON in and out):
 //! - `GET /v1/status`, `/v1/stats`, `/v1/lists/block`, `/v1/lists/allow`,
 //!   `/v1/thresholds`, `/v1/verified`: read scope;
+//! - `GET /metrics`: Prometheus text, read scope;
 //! - `POST /v1/ops` with one operation of the service (`{"op": "add", …}`,
 //!   as the Unix socket takes them): read scope for reads, admin scope for
 //!   changes. So the API cannot drift from the service.
@@ -318,6 +319,13 @@ async fn handle(
         return r;
     };
     let (name, scope) = (key.name.clone(), key.scope);
+    let who = Caller::Api {
+        key: name,
+        addr: ip.to_string(),
+    };
+    if req.uri().path() == "/metrics" {
+        return metrics(shared, who).await;
+    }
     let op = match operation(req).await {
         Ok(op) => op,
         Err(r) => return r,
@@ -325,10 +333,6 @@ async fn handle(
     if op.edits() && scope != Scope::Admin {
         return error(StatusCode::FORBIDDEN, "forbidden");
     }
-    let who = Caller::Api {
-        key: name,
-        addr: ip.to_string(),
-    };
     match shared.service.call(who, op).await {
         Ok(done) => match serde_json::to_string(&done) {
             Ok(body) => json(StatusCode::OK, body),
@@ -336,6 +340,24 @@ async fn handle(
         },
         Err(e) => answer_error(&e),
     }
+}
+
+/// `/metrics` (read scope): one `status` and one `stats` per scrape.
+async fn metrics(shared: &Shared, who: Caller) -> Response<Full<Bytes>> {
+    use crate::service::ops::Done;
+    let status = shared.service.call(who.clone(), Op::Status).await;
+    let stats = shared.service.call(who, Op::Stats).await;
+    let (status, stats) = match (status, stats) {
+        (Ok(Done::Status(a)), Ok(Done::Stats(b))) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return answer_error(&e),
+        _ => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    };
+    let mut r = json(StatusCode::OK, super::metrics::render(&status, &stats));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(super::metrics::CONTENT_TYPE),
+    );
+    r
 }
 
 fn answer_error(e: &OpError) -> Response<Full<Bytes>> {

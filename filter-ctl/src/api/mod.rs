@@ -5,4 +5,5 @@
 pub mod client;
 pub mod https;
 pub mod keys;
+pub mod metrics;
 pub mod unix;

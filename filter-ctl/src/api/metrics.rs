@@ -1,0 +1,189 @@
+//! `/metrics`: the controller's status and the kernel's counters in the
+//! Prometheus (OpenMetrics) text format, made with prometheus-client from
+//! one `status` and one `stats` answer per scrape.
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::service::ops::{StatsReport, StatusReport};
+
+/// The content type of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: String,
+    drops: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Name {
+    name: String,
+}
+
+fn counter(r: &mut Registry, name: &str, help: &str, value: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(value);
+    r.register(name, help, c);
+}
+
+fn gauge(r: &mut Registry, name: &str, help: &str, value: i64) {
+    let g: Gauge = Gauge::default();
+    g.set(value);
+    r.register(name, help, g);
+}
+
+fn gauge_f(r: &mut Registry, name: &str, help: &str, value: f64) {
+    let g: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+    g.set(value);
+    r.register(name, help, g);
+}
+
+/// The metrics text for one scrape.
+pub fn render(status: &StatusReport, stats: &StatsReport) -> String {
+    let mut r = Registry::with_prefix("filter");
+    let packets = Family::<Reason, Counter>::default();
+    let bytes = Family::<Reason, Counter>::default();
+    for s in &stats.reasons {
+        let l = Reason {
+            reason: s.reason.clone(),
+            drops: s.drops.to_string(),
+        };
+        packets.get_or_create(&l).inc_by(s.packets);
+        bytes.get_or_create(&l).inc_by(s.bytes);
+    }
+    r.register(
+        "packets",
+        "Packets by verdict reason (since the maps were created)",
+        packets,
+    );
+    r.register("bytes", "Bytes by verdict reason", bytes);
+    gauge(
+        &mut r,
+        "interfaces",
+        "Interfaces the filter is attached to",
+        stats.attached.len() as i64,
+    );
+    gauge(
+        &mut r,
+        "interfaces_lost",
+        "Interfaces whose filter is gone, waiting to be attached again",
+        status.lost_interfaces.len() as i64,
+    );
+    gauge(
+        &mut r,
+        "tracked_sources",
+        "Sources with exact counters",
+        status.tracked_sources as i64,
+    );
+    gauge(
+        &mut r,
+        "blocked_entries",
+        "Live blocklist entries",
+        status.blocked_entries as i64,
+    );
+    gauge(
+        &mut r,
+        "block_list_full",
+        "1 while promotions are skipped for want of room",
+        status.block_list_full as i64,
+    );
+    counter(
+        &mut r,
+        "promotions",
+        "Offenders promoted by this controller",
+        status.promotions,
+    );
+    counter(
+        &mut r,
+        "promotions_skipped",
+        "Promotions skipped: no room in the block list",
+        status.promotions_skipped,
+    );
+    counter(&mut r, "expiries", "List entries expired", status.expiries);
+    counter(
+        &mut r,
+        "controller_cycles",
+        "Control-loop cycles",
+        status.cycles,
+    );
+    gauge_f(
+        &mut r,
+        "controller_last_cycle_seconds",
+        "Duration of the last control-loop cycle",
+        status.last_cycle_ms / 1e3,
+    );
+    gauge(
+        &mut r,
+        "controller_uptime_seconds",
+        "Controller uptime",
+        status.uptime_s as i64,
+    );
+    counter(
+        &mut r,
+        "audit_write_errors",
+        "Audit records that could not be written",
+        status.audit_write_errors,
+    );
+    let thresholds = Family::<Name, Gauge>::default();
+    for t in &status.thresholds {
+        let name = serde_json::to_value(t.name)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        thresholds.get_or_create(&Name { name }).set(t.value as i64);
+    }
+    r.register("threshold", "Effective thresholds", thresholds);
+    let v = &status.verification;
+    gauge(
+        &mut r,
+        "verification_active",
+        "1 while SYNs are challenged",
+        v.active as i64,
+    );
+    gauge_f(
+        &mut r,
+        "verification_syn_rate",
+        "SYNs per second, all sources",
+        v.syn_rate,
+    );
+    counter(
+        &mut r,
+        "verification_cookies_sent",
+        "SYN-ACKs with a cookie sent from XDP",
+        v.cookies_sent,
+    );
+    counter(
+        &mut r,
+        "verification_first_syns_dropped",
+        "First SYNs dropped as challenges",
+        v.dropped_unverified,
+    );
+    counter(&mut r, "verification_passed", "Sources verified", v.passed);
+    counter(&mut r, "verification_failed", "Challenges failed", v.failed);
+    counter(
+        &mut r,
+        "verification_handed_over",
+        "Cookie ACKs handed to a listener",
+        v.handed_over,
+    );
+    counter(
+        &mut r,
+        "verification_handover_failed",
+        "Cookie ACKs the kernel refused to hand over",
+        v.handover_failed,
+    );
+    gauge(
+        &mut r,
+        "verified_sources",
+        "Sources verified now",
+        v.verified_sources as i64,
+    );
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut out, &r);
+    out
+}
