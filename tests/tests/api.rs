@@ -37,7 +37,7 @@ fn credentials(dir: &Path) -> (String, String) {
 
 fn api_policy(dir: &Path) -> String {
     format!(
-        "api:\n  listen: \"{SRV_CLI_IP}:8443\"\n  cert: {0}/cert.pem\n  key: {0}/key.pem\n  keys_file: {0}/keys.yaml\n",
+        "api:\n  listen: \"{SRV_CLI_IP}:8443\"\n  cert: {0}/cert.pem\n  key: {0}/key.pem\n  keys_file: {0}/keys.yaml\n  access_log: {0}/access.jsonl\n",
         dir.display()
     )
 }
@@ -300,7 +300,25 @@ fn the_api_serves_tls_only_with_keys_and_scopes() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("sha256: "))
         .collect();
-    let logs = c.log() + &std::fs::read_to_string(&c.audit).unwrap();
+    // The access log: one JSON line per request, the key's name, never
+    // the key.
+    let access = std::fs::read_to_string(dir.join("access.jsonl")).unwrap();
+    let lines: Vec<Value> = access
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() > 20, "{access}");
+    let seen = |key: Value, status: u64| {
+        lines
+            .iter()
+            .any(|l| l["key"] == key && l["status"] == status && l["latency_ms"].is_number())
+    };
+    assert!(seen("grafana".into(), 200) && seen("grafana".into(), 403));
+    assert!(seen("ops".into(), 200) && seen(Value::Null, 401) && seen(Value::Null, 429));
+    assert!(lines
+        .iter()
+        .any(|l| l["method"] == "POST" && l["path"] == "/v1/ops"));
+    let logs = c.log() + &std::fs::read_to_string(&c.audit).unwrap() + &access;
     for secret in [admin.as_str(), read.as_str(), late.trim()]
         .into_iter()
         .chain(hashes)

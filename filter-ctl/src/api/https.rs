@@ -44,6 +44,7 @@ use crate::{
     api::keys::{KeyFile, Scope},
     kernel::maps::ListKind,
     service::{
+        audit::AuditLog,
         ops::{Caller, ErrorKind, Op, OpError},
         Service,
     },
@@ -141,6 +142,7 @@ fn stamps(api: &crate::policy::Api) -> Vec<Option<SystemTime>> {
 
 struct Shared {
     service: Service,
+    access: Mutex<AuditLog>,
     api: crate::policy::Api,
     credentials: Mutex<Arc<Credentials>>,
     throttle: Throttle,
@@ -183,13 +185,28 @@ pub async fn serve(
     listener: TcpListener,
     api: crate::policy::Api,
     credentials: Credentials,
+    access: AuditLog,
     service: Service,
 ) {
     let shared = Arc::new(Shared {
         service,
+        access: Mutex::new(access),
         api,
         credentials: Mutex::new(Arc::new(credentials)),
         throttle: Throttle::default(),
+    });
+    // The access log's retention: now and hourly.
+    let pruner = shared.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let retention = pruner.api.access_retention.0;
+            let mut log = pruner.access.lock().expect("access log lock");
+            if let Err(e) = log.prune(retention, SystemTime::now()) {
+                log::error!("pruning access log {}: {e}", log.path().display());
+            }
+        }
     });
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -213,7 +230,26 @@ pub async fn serve(
             let svc = hyper::service::service_fn(move |req| {
                 let (shared, creds) = (shared.clone(), creds.clone());
                 async move {
-                    Ok::<_, std::convert::Infallible>(handle(&shared, &creds.keys, peer, req).await)
+                    let (started, method) = (Instant::now(), req.method().to_string());
+                    let path = req.uri().path().chars().take(256).collect::<String>();
+                    let (response, key) = handle(&shared, &creds.keys, peer, req).await;
+                    let mut line = serde_json::Map::new();
+                    line.insert("client".into(), peer.ip().to_string().into());
+                    line.insert(
+                        "key".into(),
+                        key.map_or(serde_json::Value::Null, Into::into),
+                    );
+                    line.insert("method".into(), method.into());
+                    line.insert("path".into(), path.into());
+                    line.insert("status".into(), response.status().as_u16().into());
+                    let ms = started.elapsed().as_secs_f64() * 1e3;
+                    line.insert("latency_ms".into(), ((ms * 1e3).round() / 1e3).into());
+                    shared
+                        .access
+                        .lock()
+                        .expect("access log lock")
+                        .write_at(line, SystemTime::now());
+                    Ok::<_, std::convert::Infallible>(response)
                 }
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -295,15 +331,17 @@ async fn operation(req: Request<Incoming>) -> Result<Op, Response<Full<Bytes>>> 
     }
 }
 
+/// The answer, and the name of the key that was used (for the access log).
 async fn handle(
     shared: &Shared,
     keys: &KeyFile,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> (Response<Full<Bytes>>, Option<String>) {
     let ip = peer.ip();
     if shared.throttle.blocked(ip) {
-        return error(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts");
+        let r = error(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts");
+        return (r, None);
     }
     let presented = req
         .headers()
@@ -316,30 +354,31 @@ async fn handle(
         let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized");
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
+        return (r, None);
     };
     let (name, scope) = (key.name.clone(), key.scope);
     let who = Caller::Api {
-        key: name,
+        key: name.clone(),
         addr: ip.to_string(),
     };
-    if req.uri().path() == "/metrics" {
-        return metrics(shared, who).await;
-    }
-    let op = match operation(req).await {
-        Ok(op) => op,
-        Err(r) => return r,
+    let answer = if req.uri().path() == "/metrics" {
+        metrics(shared, who).await
+    } else {
+        match operation(req).await {
+            Err(r) => r,
+            Ok(op) if op.edits() && scope != Scope::Admin => {
+                error(StatusCode::FORBIDDEN, "forbidden")
+            }
+            Ok(op) => match shared.service.call(who, op).await {
+                Ok(done) => match serde_json::to_string(&done) {
+                    Ok(body) => json(StatusCode::OK, body),
+                    Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+                },
+                Err(e) => answer_error(&e),
+            },
+        }
     };
-    if op.edits() && scope != Scope::Admin {
-        return error(StatusCode::FORBIDDEN, "forbidden");
-    }
-    match shared.service.call(who, op).await {
-        Ok(done) => match serde_json::to_string(&done) {
-            Ok(body) => json(StatusCode::OK, body),
-            Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-        },
-        Err(e) => answer_error(&e),
-    }
+    (answer, Some(name))
 }
 
 /// `/metrics` (read scope): one `status` and one `stats` per scrape.
@@ -352,7 +391,14 @@ async fn metrics(shared: &Shared, who: Caller) -> Response<Full<Bytes>> {
         (Err(e), _) | (_, Err(e)) => return answer_error(&e),
         _ => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
     };
-    let mut r = json(StatusCode::OK, super::metrics::render(&status, &stats));
+    let access_errors = shared
+        .access
+        .lock()
+        .expect("access log lock")
+        .write_errors();
+    let mut text = super::metrics::render(&status, &stats);
+    super::metrics::append_access_errors(&mut text, access_errors);
+    let mut r = json(StatusCode::OK, text);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(super::metrics::CONTENT_TYPE),

@@ -42,6 +42,23 @@ fn gauge_f(r: &mut Registry, name: &str, help: &str, value: f64) {
     r.register(name, help, g);
 }
 
+/// Adds the access log's write errors (the API's own) before the end mark.
+pub fn append_access_errors(text: &mut String, errors: u64) {
+    let mut r = Registry::with_prefix("filter");
+    counter(
+        &mut r,
+        "access_log_write_errors",
+        "API access log lines that could not be written",
+        errors,
+    );
+    let mut more = String::new();
+    let _ = encode(&mut more, &r);
+    let eof = "# EOF\n";
+    if let (Some(at), Some(body)) = (text.rfind(eof), more.strip_suffix(eof)) {
+        text.insert_str(at, body);
+    }
+}
+
 /// The metrics text for one scrape.
 pub fn render(status: &StatusReport, stats: &StatsReport) -> String {
     let mut r = Registry::with_prefix("filter");

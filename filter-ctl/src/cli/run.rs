@@ -60,6 +60,10 @@ impl Run {
             let api = match &policy.api {
                 Some(api) => {
                     let creds = https::Credentials::load(api)?;
+                    let access = crate::service::audit::AuditLog::open(&api.access_log)
+                        .with_context(|| {
+                            format!("opening access log {}", api.access_log.display())
+                        })?;
                     let tcp = tokio::net::TcpListener::bind(api.listen)
                         .await
                         .with_context(|| format!("api: listening on {}", api.listen))?;
@@ -68,6 +72,7 @@ impl Run {
                         tcp,
                         api.clone(),
                         creds,
+                        access,
                         service.clone(),
                     )))
                 }

@@ -63,6 +63,20 @@ pub struct Api {
     /// The API keys (`filter-ctl api-key add`), root's, mode 0600.
     #[serde(default = "default_keys_file")]
     pub keys_file: PathBuf,
+    /// JSON lines, one per request: time, client, key name, method, path,
+    /// status, latency. Rotated daily, deleted after `access_retention`.
+    #[serde(default = "default_access_log")]
+    pub access_log: PathBuf,
+    #[serde(default = "default_access_retention")]
+    pub access_retention: Dur,
+}
+
+fn default_access_log() -> PathBuf {
+    PathBuf::from("/var/log/filter/access.jsonl")
+}
+
+fn default_access_retention() -> Dur {
+    Dur::secs(30 * 86_400)
 }
 
 fn default_keys_file() -> PathBuf {
@@ -330,6 +344,8 @@ verification:
 #   cert: /etc/filter/tls/cert.pem
 #   key: /etc/filter/tls/key.pem
 #   keys_file: /etc/filter/api-keys.yaml
+#   access_log: /var/log/filter/access.jsonl   # rotated daily
+#   access_retention: 30days
 "#;
 
 /// A policy error: where, and what is wrong.

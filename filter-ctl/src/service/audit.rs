@@ -362,6 +362,16 @@ impl AuditLog {
     /// [`record`](Self::record) at `now`: the first record of a new UTC day
     /// rotates the file.
     pub fn record_at(&mut self, event: &AuditEvent, now: SystemTime) {
+        let fields = match serde_json::to_value(event) {
+            Ok(Value::Object(fields)) => fields,
+            _ => Map::new(),
+        };
+        self.write_at(fields, now);
+    }
+
+    /// Appends `{"ts": ..., ...fields}` at `now` (any JSON-lines log kept
+    /// like this one: the API's access log is another).
+    pub fn write_at(&mut self, fields: Map<String, Value>, now: SystemTime) {
         let today = utc_day(now);
         if let Some(day) = self.day.clone().filter(|d| *d != today) {
             if let Err(e) = self.rotate(&day) {
@@ -373,9 +383,7 @@ impl AuditLog {
             "ts".into(),
             humantime::format_rfc3339_millis(now).to_string().into(),
         );
-        if let Ok(Value::Object(fields)) = serde_json::to_value(event) {
-            obj.extend(fields);
-        }
+        obj.extend(fields);
         let mut line = Value::Object(obj).to_string();
         line.push('\n');
         if self.file.is_none() {
@@ -391,7 +399,7 @@ impl AuditLog {
         if let Err(e) = written {
             self.write_errors += 1;
             log::error!(
-                "audit log {}: {e}; lost: {}",
+                "log {}: {e}; lost: {}",
                 self.path.display(),
                 line.trim_end()
             );
