@@ -378,3 +378,130 @@ fn unsafe_or_missing_credentials_refuse_the_start() {
     assert!(!Path::new("/sys/fs/bpf/filter-api-bad").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A one-thread HTTPS receiver in the client's namespace: every request's
+/// head and body, answered 204.
+fn receiver(c: &Controller, dir: &Path) -> std::sync::mpsc::Receiver<(String, String)> {
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let addr: std::net::SocketAddr = format!("{}:9443", filter_tests::rig::CLI_IP)
+        .parse()
+        .unwrap();
+    let listener = c
+        .rig
+        .cli
+        .run(move || std::net::TcpListener::bind(addr).expect("bind in client namespace"));
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join("recv/cert.pem"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("recv/key.pem")).unwrap();
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if tls.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            let _ = tls.read_exact(&mut body);
+            let _ = tls
+                .get_mut()
+                .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+            let _ = tls.get_mut().flush();
+            if tx
+                .send((head, String::from_utf8_lossy(&body).into_owned()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn alerts_go_to_an_https_webhook_only_with_the_filters_user_agent() {
+    filter_tests::require_root();
+    let dir = std::env::temp_dir().join(format!("filter-alerts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let recv = dir.join("recv");
+    ctl(&[
+        "tls",
+        "self-signed",
+        "--out",
+        &recv.display().to_string(),
+        "--name",
+        filter_tests::rig::CLI_IP,
+    ]);
+    // A plaintext webhook is refused when the policy is checked.
+    let plain = dir.join("plain.yaml");
+    std::fs::write(
+        &plain,
+        "alerts: { webhook: \"http://10.77.2.2:9443/hook\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(ctl_bin())
+        .args(["policy", "check"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("alerts.webhook") && e.contains("https://"),
+        "{e}"
+    );
+
+    let c = Controller::start(&format!(
+        "alerts:\n  webhook: \"https://{}:9443/hook\"\n  ca: {}/cert.pem\n",
+        filter_tests::rig::CLI_IP,
+        recv.display()
+    ));
+    let alerts = receiver(&c, &dir);
+    // A promotion is an alert.
+    let f = c.flood(filter_tests::attack::Kind::Syn, "10.200.9.8", 20_000, 2);
+    f.join().unwrap();
+    let (head, body) = alerts
+        .recv_timeout(std::time::Duration::from_secs(15))
+        .expect("no alert arrived");
+    assert!(head.starts_with("POST /hook HTTP/1.1"), "{head}");
+    let ua = format!("user-agent: {}", filter_ctl::api::webhook::USER_AGENT).to_ascii_lowercase();
+    assert!(ua.starts_with("user-agent: filter-ctl/"));
+    assert!(head.to_ascii_lowercase().contains(&ua), "{head}");
+    let alert: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(alert["event"], "promote", "{alert}");
+    assert_eq!(alert["source"], "10.200.9.8/32", "{alert}");
+    assert!(alert["ts"].is_string());
+    drop(c);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -145,6 +145,12 @@ pub fn render(status: &StatusReport, stats: &StatsReport) -> String {
         "Audit records that could not be written",
         status.audit_write_errors,
     );
+    counter(
+        &mut r,
+        "alerts_dropped",
+        "Alerts dropped: the webhook's queue was full",
+        status.alerts_dropped,
+    );
     let thresholds = Family::<Name, Gauge>::default();
     for t in &status.thresholds {
         let name = serde_json::to_value(t.name)

@@ -78,8 +78,21 @@ impl Run {
                 }
                 None => None,
             };
+            // Alerts: checked before anything is attached, like the API.
+            let (alerts, deliver) = match &policy.alerts {
+                Some(a) => {
+                    let hook = crate::api::webhook::Webhook::new(a)?;
+                    let (tx, rx) = tokio::sync::mpsc::channel(a.queue);
+                    log::info!("alerts to {}", a.webhook);
+                    (Some(tx), Some(tokio::spawn(hook.deliver(rx))))
+                }
+                None => (None, None),
+            };
             let server = tokio::spawn(unix::serve(listener, service));
-            let result = controller::run(opts, policy, calls).await;
+            let result = controller::run(opts, policy, calls, alerts).await;
+            if let Some(d) = deliver {
+                d.abort();
+            }
             server.abort();
             if let Some(api) = api {
                 api.abort();

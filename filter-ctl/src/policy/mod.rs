@@ -47,6 +47,27 @@ pub struct Policy {
     pub verification: Verification,
     /// The HTTPS API; off unless configured.
     pub api: Option<Api>,
+    /// Alerts to a webhook; off unless configured.
+    pub alerts: Option<Alerts>,
+}
+
+/// `alerts:`: a JSON POST per promotion, verification switch or lost
+/// interface, to an `https://` URL only, its certificate always verified.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    pub webhook: String,
+    /// A CA (PEM) to trust for the receiver instead of the system's.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Alerts waiting for delivery at most; more are dropped (and counted)
+    /// so that a dead receiver never slows the control loop.
+    #[serde(default = "default_alert_queue")]
+    pub queue: usize,
+}
+
+fn default_alert_queue() -> usize {
+    1_000
 }
 
 /// `api:`: the HTTPS API (docs/operations.md). TLS only: there is no
@@ -198,6 +219,7 @@ impl Default for Policy {
             audit: Audit::default(),
             verification: Verification::default(),
             api: None,
+            alerts: None,
         }
     }
 }
@@ -346,6 +368,13 @@ verification:
 #   keys_file: /etc/filter/api-keys.yaml
 #   access_log: /var/log/filter/access.jsonl   # rotated daily
 #   access_retention: 30days
+
+# Alerts, off unless set: a JSON POST per promotion, verification switch or
+# lost interface; https:// only, the receiver's certificate always checked.
+# alerts:
+#   webhook: https://alerts.example.net/filter
+#   ca: /etc/filter/alerts-ca.pem   # instead of the system's CAs
+#   queue: 1000                     # undelivered alerts kept at most
 "#;
 
 /// A policy error: where, and what is wrong.
@@ -493,6 +522,26 @@ impl Policy {
             ));
         }
         self.verification.validate(at)?;
+        if let Some(a) = &self.alerts {
+            let https = a
+                .webhook
+                .strip_prefix("https://")
+                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+            if !https || a.webhook.parse::<hyper::Uri>().is_err() {
+                return Err(format!(
+                    "{}: must be an https:// URL (alerts never go out in plaintext), got {:?}",
+                    at("alerts.webhook"),
+                    a.webhook
+                ));
+            }
+            if a.queue == 0 || a.queue > 1_000_000 {
+                return Err(format!(
+                    "{}: must be 1 to 1000000, got {}",
+                    at("alerts.queue"),
+                    a.queue
+                ));
+            }
+        }
         let c = &self.capacities;
         for (name, v, max) in [
             ("sources", c.sources, MAX_CAPACITY),

@@ -167,6 +167,16 @@ fn bad_snippets_name_the_field_and_line() {
             "escalate",
         ),
         (
+            "alerts: { webhook: \"http://alerts.example.net/x\" }\n",
+            "alerts.webhook",
+            "https://",
+        ),
+        (
+            "alerts: { webhook: \"https:///x\" }\n",
+            "alerts.webhook",
+            "https://",
+        ),
+        (
             "verification: { escalate_retry_rate: 0 }\n",
             "verification.escalate_retry_rate",
             "above 0",

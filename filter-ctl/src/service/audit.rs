@@ -163,7 +163,22 @@ pub struct AuditLog {
     /// The UTC day (`YYYY-MM-DD`) of the lines in the current file: at the
     /// first record of another day the file is rotated to `PATH.DAY`.
     day: Option<String>,
+    /// Where alert-worthy records also go (the webhook's queue), and how
+    /// many it had no room for.
+    tap: Option<tokio::sync::mpsc::Sender<Value>>,
+    alerts_dropped: u64,
 }
+
+/// The records that are also alerts.
+const ALERTS: [&str; 7] = [
+    "promote",
+    "block_list_full",
+    "verification_on",
+    "verification_off",
+    "verification_escalated",
+    "verification_mode",
+    "interface_lost",
+];
 
 /// `YYYY-MM-DD` of `t` in UTC.
 fn utc_day(t: SystemTime) -> String {
@@ -178,6 +193,8 @@ impl AuditLog {
             file: None,
             write_errors: 0,
             day: None,
+            tap: None,
+            alerts_dropped: 0,
         };
         let file = log.reopen()?;
         // A file with lines in it holds the day of its last write.
@@ -197,7 +214,24 @@ impl AuditLog {
             file: None,
             write_errors: 0,
             day: None,
+            tap: None,
+            alerts_dropped: 0,
         }
+    }
+
+    /// Sends alert-worthy records to `tap` too (never waiting: a full
+    /// queue drops the alert and counts it).
+    pub fn set_tap(&mut self, tap: Option<tokio::sync::mpsc::Sender<Value>>) {
+        self.tap = tap;
+    }
+
+    pub fn take_tap(&mut self) -> Option<tokio::sync::mpsc::Sender<Value>> {
+        self.tap.take()
+    }
+
+    /// Alerts dropped for want of room in the queue.
+    pub fn alerts_dropped(&self) -> u64 {
+        self.alerts_dropped
     }
 
     /// Where the lines of `day` go when the day is over.
@@ -384,6 +418,15 @@ impl AuditLog {
             humantime::format_rfc3339_millis(now).to_string().into(),
         );
         obj.extend(fields);
+        let alert = obj
+            .get("event")
+            .and_then(Value::as_str)
+            .is_some_and(|e| ALERTS.contains(&e));
+        if let (true, Some(tap)) = (alert, &self.tap) {
+            if tap.try_send(Value::Object(obj.clone())).is_err() {
+                self.alerts_dropped += 1;
+            }
+        }
         let mut line = Value::Object(obj).to_string();
         line.push('\n');
         if self.file.is_none() {

@@ -338,6 +338,7 @@ impl Controller {
             pin_dir: self.policy.pin_dir.clone(),
             audit_log: self.core.audit.path().to_owned(),
             audit_write_errors: self.core.audit.write_errors(),
+            alerts_dropped: self.core.audit.alerts_dropped(),
             cycles: self.cycles,
             last_cycle_ms: self.last_cycle.as_secs_f64() * 1e3,
             tracked_sources: self.prev.sources.len(),
@@ -384,9 +385,11 @@ pub async fn run(
     opts: RunOptions,
     policy: Policy,
     mut calls: mpsc::Receiver<Call>,
+    alerts: Option<mpsc::Sender<serde_json::Value>>,
 ) -> anyhow::Result<()> {
     let socket = policy.control_socket.clone();
     let mut c = Controller::start_with(opts, policy)?;
+    c.core.audit.set_tap(alerts);
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

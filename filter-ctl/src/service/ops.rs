@@ -355,6 +355,8 @@ pub struct StatusReport {
     /// Audit records that could not be written since the controller
     /// started (each is also logged).
     pub audit_write_errors: u64,
+    /// Alerts dropped because the webhook's queue was full.
+    pub alerts_dropped: u64,
     pub cycles: u64,
     pub last_cycle_ms: f64,
     pub tracked_sources: usize,

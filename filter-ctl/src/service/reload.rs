@@ -98,6 +98,8 @@ impl Controller {
             self.core.audit.record(&AuditEvent::AuditMoved {
                 to: new.audit.path.clone(),
             });
+            let mut log = log;
+            log.set_tap(self.core.audit.take_tap());
             self.core.audit = log;
         }
         self.lost.retain(|i| interfaces.contains(i));
