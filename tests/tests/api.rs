@@ -195,6 +195,26 @@ fn the_api_serves_tls_only_with_keys_and_scopes() {
         "{metrics}"
     );
     assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+    assert!(
+        metric(
+            &metrics,
+            "filter_promotions_by_reason_total{name=\"syn_flood\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    let cycles = metric(&metrics, "filter_controller_cycle_seconds_count");
+    assert!(cycles >= 1.0, "{metrics}");
+    assert_eq!(
+        metric(
+            &metrics,
+            "filter_controller_cycle_seconds_bucket{le=\"+Inf\"}"
+        ),
+        cycles
+    );
+    assert!(
+        metric(&metrics, "filter_map_fill_ratio{map=\"sources\"}") > 0.0,
+        "{metrics}"
+    );
     // The Grafana dashboard asks only for metrics that exist.
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(

@@ -3,12 +3,57 @@
 //! one `status` and one `stats` answer per scrape.
 
 use prometheus_client::{
-    encoding::{text::encode, EncodeLabelSet},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    encoding::{text::encode, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, MetricType, TypedMetric},
     registry::Registry,
 };
 
-use crate::service::ops::{StatsReport, StatusReport};
+use crate::service::ops::{StatsReport, StatusReport, CYCLE_BUCKETS_S};
+
+/// The controller's cycle durations as it counted them (a histogram known
+/// only as its buckets, not observed here).
+#[derive(Debug)]
+struct Snapshot {
+    sum: f64,
+    count: u64,
+    /// (upper bound, count in that bucket alone); the last is +Inf.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl TypedMetric for Snapshot {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Snapshot {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn cycle_histogram(status: &StatusReport) -> Snapshot {
+    let mut buckets = Vec::new();
+    let mut below = 0;
+    for (bound, cumulative) in CYCLE_BUCKETS_S.iter().zip(&status.cycle_buckets) {
+        buckets.push((*bound, cumulative.saturating_sub(below)));
+        below = *cumulative;
+    }
+    // prometheus-client writes f64::MAX as +Inf.
+    buckets.push((f64::MAX, status.cycles.saturating_sub(below)));
+    Snapshot {
+        sum: status.cycle_sum_s,
+        count: status.cycles,
+        buckets,
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Map {
+    map: String,
+}
 
 /// The content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -127,6 +172,36 @@ pub fn render(status: &StatusReport, stats: &StatsReport) -> String {
         "Control-loop cycles",
         status.cycles,
     );
+    r.register(
+        "controller_cycle_seconds",
+        "Durations of the control-loop cycles",
+        cycle_histogram(status),
+    );
+    let by_reason = Family::<Name, Counter>::default();
+    for (name, n) in &status.promotions_by_reason {
+        by_reason
+            .get_or_create(&Name { name: name.clone() })
+            .inc_by(*n);
+    }
+    r.register(
+        "promotions_by_reason",
+        "Offenders promoted, by detection",
+        by_reason,
+    );
+    let fill = Family::<Map, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let entries = Family::<Map, Gauge>::default();
+    for (map, used, capacity) in &status.map_fill {
+        let l = Map { map: map.clone() };
+        entries.get_or_create(&l).set(*used as i64);
+        fill.get_or_create(&l)
+            .set(*used as f64 / (*capacity).max(1) as f64);
+    }
+    r.register(
+        "map_entries",
+        "Entries in the maps an operator sizes",
+        entries,
+    );
+    r.register("map_fill_ratio", "Entries over capacity", fill);
     gauge_f(
         &mut r,
         "controller_last_cycle_seconds",

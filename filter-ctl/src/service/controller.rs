@@ -78,7 +78,12 @@ pub struct Controller {
     pub(super) started: Instant,
     pub(super) cycles: u64,
     pub(super) last_cycle: Duration,
+    /// Cycles per bucket of `CYCLE_BUCKETS_S` (not cumulative; the last
+    /// slot is above every bound), and the sum of their durations.
+    pub(super) cycle_hist: [u64; 11],
+    pub(super) cycle_sum: Duration,
     pub(super) promotions: u64,
+    pub(super) promotions_by_reason: std::collections::BTreeMap<String, u64>,
     pub(super) expiries: u64,
     /// Promotions skipped because the block list was full, in all.
     pub(super) promotions_skipped: u64,
@@ -99,6 +104,23 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// Entries and capacity of the maps an operator sizes.
+    fn map_fill(&self) -> Vec<(String, u64, u64)> {
+        let caps = &self.policy.capacities;
+        vec![
+            (
+                "sources".into(),
+                self.prev.sources.len() as u64,
+                caps.sources as u64,
+            ),
+            (
+                "block".into(),
+                self.blocked_live as u64,
+                2 * (caps.block_exact as u64 + caps.block_net as u64),
+            ),
+        ]
+    }
+
     /// Validates the policy, attaches (re-adopting existing pins), applies
     /// the policy lists and opens the audit log. Nothing is attached if the
     /// policy is invalid.
@@ -164,7 +186,10 @@ impl Controller {
             started: Instant::now(),
             cycles: 0,
             last_cycle: Duration::ZERO,
+            cycle_hist: [0; 11],
+            cycle_sum: Duration::ZERO,
             promotions: 0,
+            promotions_by_reason: Default::default(),
             expiries: 0,
             promotions_skipped: 0,
             block_full: false,
@@ -341,6 +366,18 @@ impl Controller {
             alerts_dropped: self.core.audit.alerts_dropped(),
             cycles: self.cycles,
             last_cycle_ms: self.last_cycle.as_secs_f64() * 1e3,
+            cycle_buckets: self
+                .cycle_hist
+                .iter()
+                .take(super::ops::CYCLE_BUCKETS_S.len())
+                .scan(0, |acc, n| {
+                    *acc += n;
+                    Some(*acc)
+                })
+                .collect(),
+            cycle_sum_s: self.cycle_sum.as_secs_f64(),
+            promotions_by_reason: self.promotions_by_reason.clone(),
+            map_fill: self.map_fill(),
             tracked_sources: self.prev.sources.len(),
             blocked_entries: self.blocked_live,
             promotions: self.promotions,

@@ -131,6 +131,7 @@ impl Controller {
                     continue;
                 }
                 self.promotions += 1;
+                *self.promotions_by_reason.entry(d.reason()).or_default() += 1;
                 let action = if scope == 0 { "block" } else { "restrict" };
                 self.core.audit.record(&AuditEvent::Promote {
                     source: net,
@@ -155,6 +156,13 @@ impl Controller {
         self.prev = cur;
         self.cycles += 1;
         self.last_cycle = t0.elapsed();
+        let secs = self.last_cycle.as_secs_f64();
+        let bucket = super::ops::CYCLE_BUCKETS_S
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(super::ops::CYCLE_BUCKETS_S.len());
+        self.cycle_hist[bucket] += 1;
+        self.cycle_sum += self.last_cycle;
         Ok(())
     }
 

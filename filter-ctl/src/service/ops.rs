@@ -359,6 +359,14 @@ pub struct StatusReport {
     pub alerts_dropped: u64,
     pub cycles: u64,
     pub last_cycle_ms: f64,
+    /// Cycle durations: cumulative counts at each bound of
+    /// [`CYCLE_BUCKETS_S`], their count and sum (seconds).
+    pub cycle_buckets: Vec<u64>,
+    pub cycle_sum_s: f64,
+    /// Promotions by reason (`syn_flood`, `port_scan`, ...).
+    pub promotions_by_reason: std::collections::BTreeMap<String, u64>,
+    /// How full the maps are: (name, entries, capacity).
+    pub map_fill: Vec<(String, u64, u64)>,
     pub tracked_sources: usize,
     pub blocked_entries: usize,
     pub promotions: u64,
@@ -371,6 +379,9 @@ pub struct StatusReport {
     pub thresholds: Vec<ThresholdRow>,
     pub verification: VerificationStatus,
 }
+
+/// The upper bounds of the cycle-duration histogram, in seconds.
+pub const CYCLE_BUCKETS_S: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// One threshold: effective value, the policy's, and whether an override
 /// (`set threshold`) is in force.
