@@ -351,6 +351,52 @@ fn the_api_serves_tls_only_with_keys_and_scopes() {
 }
 
 #[test]
+fn mutual_tls_takes_a_client_certificate_from_the_ca_and_still_a_key() {
+    filter_tests::require_root();
+    let dir = std::env::temp_dir().join(format!("filter-api-mtls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, read) = credentials(&dir);
+    let client = dir.join("client");
+    ctl(&[
+        "tls",
+        "self-signed",
+        "--out",
+        &client.display().to_string(),
+        "--name",
+        "monitoring",
+    ]);
+    let c = Controller::start(&format!(
+        "{}  client_ca: {}/cert.pem\n",
+        api_policy(&dir),
+        client.display()
+    ));
+    let (cert, key) = (
+        client.join("cert.pem").display().to_string(),
+        client.join("key.pem").display().to_string(),
+    );
+    // With the client certificate and a key: served.
+    let with = [
+        "--cert",
+        cert.as_str(),
+        "--key",
+        key.as_str(),
+        &url("/v1/status"),
+    ];
+    assert_eq!(call(&c, &dir, Some(&read), &with).0, 200);
+    // Without it: no TLS session, so no HTTP at all, key or not.
+    let ca = dir.join("cert.pem").display().to_string();
+    let auth = format!("Authorization: Bearer {read}");
+    let (rc, out) = curl(&c, &["--cacert", &ca, "-H", &auth, &url("/v1/status")]);
+    assert_ne!(rc, 0, "{out}");
+    assert!(!out.contains("HTTP/"), "{out}");
+    // With it but no key: still 401.
+    assert_eq!(call(&c, &dir, None, &with).0, 401);
+    drop(c);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn unsafe_or_missing_credentials_refuse_the_start() {
     filter_tests::require_root();
     let dir = std::env::temp_dir().join(format!("filter-api-bad-{}", std::process::id()));

@@ -57,9 +57,14 @@ const MAX_BODY: usize = 64 * 1024;
 const MAX_FAILURES: u32 = 10;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
-/// The TLS side: the certificate chain and key from PEM files. A missing,
-/// unreadable or mismatched pair is an error (never a plaintext fallback).
-pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+/// The TLS side: the certificate chain and key from PEM files, and with
+/// `client_ca` clients must present a certificate it issued. A missing,
+/// unreadable or mismatched file is an error (never a plaintext fallback).
+pub fn tls_acceptor(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<TlsAcceptor> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading TLS certificate {}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -74,10 +79,30 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     // TLS 1.2 and 1.3 with the classical groups are what it offers.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_no_client_auth()
+        .context("TLS versions")?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("reading api.client_ca {}", ca.display()))?
+            {
+                roots
+                    .add(c.with_context(|| format!("api.client_ca {}", ca.display()))?)
+                    .with_context(|| format!("api.client_ca {}", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .with_context(|| format!("api.client_ca {}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(certs, key)
         .context("the TLS certificate and key do not match")?;
     Ok(TlsAcceptor::from(Arc::new(config)))
@@ -122,7 +147,7 @@ impl Credentials {
             );
         }
         Ok(Credentials {
-            tls: tls_acceptor(&api.cert, &api.key)?,
+            tls: tls_acceptor(&api.cert, &api.key, api.client_ca.as_deref())?,
             keys,
             stamps,
         })
@@ -134,10 +159,16 @@ impl Credentials {
 }
 
 fn stamps(api: &crate::policy::Api) -> Vec<Option<SystemTime>> {
-    [&api.cert, &api.key, &api.keys_file]
-        .iter()
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .collect()
+    [
+        Some(&api.cert),
+        Some(&api.key),
+        Some(&api.keys_file),
+        api.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    .collect()
 }
 
 struct Shared {

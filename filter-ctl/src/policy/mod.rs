@@ -90,6 +90,10 @@ pub struct Api {
     pub access_log: PathBuf,
     #[serde(default = "default_access_retention")]
     pub access_retention: Dur,
+    /// Mutual TLS: clients must also present a certificate from this CA
+    /// (PEM); keys are still required.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 fn default_access_log() -> PathBuf {
@@ -368,6 +372,7 @@ verification:
 #   keys_file: /etc/filter/api-keys.yaml
 #   access_log: /var/log/filter/access.jsonl   # rotated daily
 #   access_retention: 30days
+#   client_ca: /etc/filter/tls/clients-ca.pem   # mutual TLS (optional)
 
 # Alerts, off unless set: a JSON POST per promotion, verification switch or
 # lost interface; https:// only, the receiver's certificate always checked.
