@@ -177,6 +177,15 @@ pub fn render(status: &StatusReport, stats: &StatsReport) -> String {
         "Durations of the control-loop cycles",
         cycle_histogram(status),
     );
+    let rates = Family::<Name, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for (flag, rate) in &status.flag_rates {
+        rates.get_or_create(&Name { name: flag.clone() }).set(*rate);
+    }
+    r.register(
+        "tracked_packets_per_second",
+        "Packets per second by flag class, tracked sources, last cycle",
+        rates,
+    );
     let by_reason = Family::<Name, Counter>::default();
     for (name, n) in &status.promotions_by_reason {
         by_reason

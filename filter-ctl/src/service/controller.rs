@@ -84,6 +84,9 @@ pub struct Controller {
     pub(super) cycle_sum: Duration,
     pub(super) promotions: u64,
     pub(super) promotions_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Packets per second by flag class over the tracked sources, last
+    /// cycle: SYN, SYN-ACK, ACK, RST, FIN, unparsed.
+    pub(super) flag_rates: [f64; 6],
     pub(super) expiries: u64,
     /// Promotions skipped because the block list was full, in all.
     pub(super) promotions_skipped: u64,
@@ -190,6 +193,7 @@ impl Controller {
             cycle_sum: Duration::ZERO,
             promotions: 0,
             promotions_by_reason: Default::default(),
+            flag_rates: [0.0; 6],
             expiries: 0,
             promotions_skipped: 0,
             block_full: false,
@@ -377,6 +381,11 @@ impl Controller {
                 .collect(),
             cycle_sum_s: self.cycle_sum.as_secs_f64(),
             promotions_by_reason: self.promotions_by_reason.clone(),
+            flag_rates: ["syn", "syn_ack", "ack", "rst", "fin", "unparsed"]
+                .iter()
+                .zip(self.flag_rates)
+                .map(|(f, r)| (f.to_string(), (r * 10.0).round() / 10.0))
+                .collect(),
             map_fill: self.map_fill(),
             tracked_sources: self.prev.sources.len(),
             blocked_entries: self.blocked_live,

@@ -89,6 +89,7 @@ impl Controller {
         self.watch_interfaces();
         self.verification_step();
         let cur = self.core.kernel.snapshot()?;
+        self.flag_rates = flag_rates(&self.prev, &cur);
         let thresholds = self.thresholds().by_metric();
         let held = self.held_connections(&thresholds);
         let detections = detect::detect(&self.prev, &cur, &held, thresholds);
@@ -285,5 +286,71 @@ impl Room {
         }
         *slot -= 1;
         true
+    }
+}
+
+/// Packets per second of each flag class over the tracked sources, between
+/// two snapshots (a source new since the last counts from zero).
+fn flag_rates(
+    prev: &crate::model::snapshot::Snapshot,
+    cur: &crate::model::snapshot::Snapshot,
+) -> [f64; 6] {
+    let dt = cur.at_ns.saturating_sub(prev.at_ns) as f64 / 1e9;
+    if prev.at_ns == 0 || dt <= 0.0 {
+        return [0.0; 6];
+    }
+    let mut sum = [0u64; 6];
+    for (k, c) in &cur.sources {
+        let p = prev.sources.get(k);
+        let d = |f: fn(&filter_common::SourceCounters) -> u64| f(c).saturating_sub(p.map_or(0, f));
+        let now = [
+            d(|x| x.syn),
+            d(|x| x.syn_ack),
+            d(|x| x.ack),
+            d(|x| x.rst),
+            d(|x| x.fin),
+            d(|x| x.unparsed),
+        ];
+        for (s, n) in sum.iter_mut().zip(now) {
+            *s += n;
+        }
+    }
+    sum.map(|n| n as f64 / dt)
+}
+
+#[cfg(test)]
+mod tests {
+    use filter_common::{SourceCounters, SourceKey, FAMILY_V4};
+
+    use crate::model::snapshot::Snapshot;
+
+    #[test]
+    fn flag_rates_sum_the_deltas_of_every_source() {
+        let key = |b: u8| SourceKey {
+            family: FAMILY_V4,
+            addr: [10, 0, 0, b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..Default::default()
+        };
+        let counters = |syn: u64, ack: u64| SourceCounters {
+            syn,
+            ack,
+            ..Default::default()
+        };
+        let mut prev = Snapshot {
+            at_ns: 1_000_000_000,
+            ..Default::default()
+        };
+        prev.sources.insert(key(1), counters(100, 10));
+        let mut cur = Snapshot {
+            at_ns: 3_000_000_000,
+            ..Default::default()
+        };
+        cur.sources.insert(key(1), counters(300, 10));
+        // New since the last snapshot: counts from zero.
+        cur.sources.insert(key(2), counters(0, 40));
+        let r = super::flag_rates(&prev, &cur);
+        assert_eq!(r, [100.0, 0.0, 20.0, 0.0, 0.0, 0.0]);
+        // No previous snapshot: no rate yet.
+        assert_eq!(super::flag_rates(&Snapshot::default(), &cur), [0.0; 6]);
     }
 }

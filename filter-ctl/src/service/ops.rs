@@ -363,6 +363,9 @@ pub struct StatusReport {
     /// [`CYCLE_BUCKETS_S`], their count and sum (seconds).
     pub cycle_buckets: Vec<u64>,
     pub cycle_sum_s: f64,
+    /// Packets per second by flag class over the tracked sources, last
+    /// cycle.
+    pub flag_rates: std::collections::BTreeMap<String, f64>,
     /// Promotions by reason (`syn_flood`, `port_scan`, ...).
     pub promotions_by_reason: std::collections::BTreeMap<String, u64>,
     /// How full the maps are: (name, entries, capacity).
