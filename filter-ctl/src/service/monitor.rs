@@ -329,7 +329,6 @@ mod tests {
         let key = |b: u8| SourceKey {
             family: FAMILY_V4,
             addr: [10, 0, 0, b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            ..Default::default()
         };
         let counters = |syn: u64, ack: u64| SourceCounters {
             syn,
