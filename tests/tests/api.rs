@@ -392,6 +392,38 @@ fn mutual_tls_takes_a_client_certificate_from_the_ca_and_still_a_key() {
     assert!(!out.contains("HTTP/"), "{out}");
     // With it but no key: still 401.
     assert_eq!(call(&c, &dir, None, &with).0, 401);
+    // A renewed server certificate is served from the next connection on
+    // (after `filter-ctl reload`, as an operator would; no restart).
+    let old_ca = dir.join("old-ca.pem");
+    std::fs::copy(dir.join("cert.pem"), &old_ca).unwrap();
+    ctl(&[
+        "tls",
+        "self-signed",
+        "--out",
+        &dir.display().to_string(),
+        "--name",
+        SRV_CLI_IP,
+    ]);
+    c.ctl_ok(&["reload"]);
+    assert_eq!(
+        call(&c, &dir, Some(&read), &with).0,
+        200,
+        "the new certificate"
+    );
+    let old = old_ca.display().to_string();
+    let (rc, out) = curl(
+        &c,
+        &[
+            "--cacert",
+            &old,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            &url("/v1/status"),
+        ],
+    );
+    assert_eq!(rc, 60, "the old certificate is still served: {out}");
     drop(c);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -149,6 +149,12 @@ pub fn render(status: &StatusReport, stats: &StatsReport) -> String {
     );
     gauge(
         &mut r,
+        "allowed_entries",
+        "Live allowlist entries",
+        status.allowed_entries as i64,
+    );
+    gauge(
+        &mut r,
         "block_list_full",
         "1 while promotions are skipped for want of room",
         status.block_list_full as i64,

@@ -95,6 +95,8 @@ pub struct Controller {
     /// Live block entries at the last cycle (status reads this, not the
     /// maps: a status must stay cheap with 200 000 entries).
     pub(super) blocked_live: usize,
+    /// Live allowlist entries, as of the last cycle.
+    pub(super) allowed_live: usize,
     /// The state changed since it was last written.
     pub(super) state_dirty: bool,
     pub(super) state_saved: Instant,
@@ -120,6 +122,11 @@ impl Controller {
                 "block".into(),
                 self.blocked_live as u64,
                 2 * (caps.block_exact as u64 + caps.block_net as u64),
+            ),
+            (
+                "allow".into(),
+                self.allowed_live as u64,
+                2 * caps.allow as u64,
             ),
         ]
     }
@@ -198,6 +205,7 @@ impl Controller {
             promotions_skipped: 0,
             block_full: false,
             blocked_live: 0,
+            allowed_live: 0,
             state_dirty: false,
             state_saved: Instant::now(),
             conns_error: false,
@@ -389,6 +397,7 @@ impl Controller {
             map_fill: self.map_fill(),
             tracked_sources: self.prev.sources.len(),
             blocked_entries: self.blocked_live,
+            allowed_entries: self.allowed_live,
             promotions: self.promotions,
             expiries: self.expiries,
             promotions_skipped: self.promotions_skipped,

@@ -100,6 +100,7 @@ impl Controller {
             .into_iter()
             .map(|l| l.net)
             .collect();
+        self.allowed_live = allow.len();
         let blocked = self.sweep_expired(ListKind::Block)?;
         self.blocked_live = blocked.len();
         let mut skipped = 0;

@@ -372,6 +372,8 @@ pub struct StatusReport {
     pub map_fill: Vec<(String, u64, u64)>,
     pub tracked_sources: usize,
     pub blocked_entries: usize,
+    /// Live allowlist entries (as of the last cycle).
+    pub allowed_entries: usize,
     pub promotions: u64,
     pub expiries: u64,
     /// Promotions skipped because the block list had no room outside the
