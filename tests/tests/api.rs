@@ -265,6 +265,38 @@ fn the_api_serves_tls_only_with_keys_and_scopes() {
         );
     }
 
+    // Bodies are capped (64 KiB); a client that sends nothing is dropped.
+    let big = dir.join("big.json");
+    std::fs::write(
+        &big,
+        format!("{{\"op\":\"status\",\"pad\":\"{}\"}}", "x".repeat(100_000)),
+    )
+    .unwrap();
+    let body = format!("@{}", big.display());
+    let (code, _, _) = call(
+        &c,
+        &dir,
+        Some(&admin),
+        &["-X", "POST", "--data-binary", &body, &url("/v1/ops")],
+    );
+    assert_eq!(code, 413);
+    let t = std::time::Instant::now();
+    let idle = Command::new("ip")
+        .args(["netns", "exec", &c.rig.cli.name, "bash", "-c"])
+        .arg(format!(
+            "timeout 20 openssl s_client -quiet -connect {SRV_CLI_IP}:8443 -CAfile {}/cert.pem \
+             < <(sleep 20 >/dev/null 2>&1)",
+            dir.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(15),
+        "an idle client was kept {:?}: {}",
+        t.elapsed(),
+        String::from_utf8_lossy(&idle.stderr)
+    );
+
     // A key added (or removed) while it runs counts at once.
     let keys = dir.join("keys.yaml").display().to_string();
     let late = ctl(&["api-key", "add", "late", "--scope", "read", "--file", &keys]);
@@ -600,6 +632,36 @@ fn alerts_go_to_an_https_webhook_only_with_the_filters_user_agent() {
     assert_eq!(alert["event"], "promote", "{alert}");
     assert_eq!(alert["source"], "10.200.9.8/32", "{alert}");
     assert!(alert["ts"].is_string());
+    drop(c);
+
+    // A receiver that is gone never slows the control loop: alerts wait in
+    // their queue, retried apart from it, and promotions go on.
+    let c = Controller::start(&format!(
+        "interval: 200ms\nalerts:\n  webhook: \"https://{}:9444/gone\"\n  ca: {}/cert.pem\n  queue: 4\n",
+        filter_tests::rig::CLI_IP,
+        recv.display()
+    ));
+    for (i, src) in [
+        "10.200.9.1",
+        "10.200.9.2",
+        "10.200.9.3",
+        "10.200.9.4",
+        "10.200.9.5",
+        "10.200.9.6",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let f = c.flood(filter_tests::attack::Kind::Syn, src, 20_000, 1);
+        f.join().unwrap();
+        let s = c.status();
+        assert!(s["promotions"].as_u64() >= Some(i as u64), "{s}");
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let s = c.status();
+    assert!(s["promotions"].as_u64() >= Some(6), "{s}");
+    assert!(s["alerts_dropped"].as_u64() >= Some(1), "{s}");
+    assert!(s["last_cycle_ms"].as_f64() < Some(1000.0), "{s}");
     drop(c);
     std::fs::remove_dir_all(&dir).unwrap();
 }
