@@ -461,6 +461,29 @@ fn mutual_tls_takes_a_client_certificate_from_the_ca_and_still_a_key() {
 }
 
 #[test]
+fn a_failing_access_log_is_counted_and_never_stops_the_api() {
+    filter_tests::require_root();
+    let dir = std::env::temp_dir().join(format!("filter-api-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, read) = credentials(&dir);
+    // /dev/full takes no write, even root's.
+    let policy = api_policy(&dir).replace(&format!("{}/access.jsonl", dir.display()), "/dev/full");
+    let c = Controller::start(&policy);
+    for _ in 0..3 {
+        assert_eq!(call(&c, &dir, Some(&read), &[&url("/v1/stats")]).0, 200);
+    }
+    let s = c.status();
+    assert!(s["access_log_write_errors"].as_u64() >= Some(3), "{s}");
+    assert!(
+        c.ctl_ok(&["status"]).contains("ACCESS LOG FAILING"),
+        "the text status says so"
+    );
+    drop(c);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn unsafe_or_missing_credentials_refuse_the_start() {
     filter_tests::require_root();
     let dir = std::env::temp_dir().join(format!("filter-api-bad-{}", std::process::id()));
@@ -511,7 +534,10 @@ fn unsafe_or_missing_credentials_refuse_the_start() {
 
 /// A one-thread HTTPS receiver in the client's namespace: every request's
 /// head and body, answered 204.
-fn receiver(c: &Controller, dir: &Path) -> std::sync::mpsc::Receiver<(String, String)> {
+fn receiver(
+    c: &Controller,
+    dir: &Path,
+) -> std::sync::mpsc::Receiver<(String, String, std::time::Instant)> {
     use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
     use std::io::{BufRead as _, BufReader, Read as _, Write as _};
     let addr: std::net::SocketAddr = format!("{}:9443", filter_tests::rig::CLI_IP)
@@ -539,7 +565,7 @@ fn receiver(c: &Controller, dir: &Path) -> std::sync::mpsc::Receiver<(String, St
     );
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for tcp in listener.incoming() {
+        for (n, tcp) in listener.incoming().enumerate() {
             let Ok(tcp) = tcp else { return };
             tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
                 .unwrap();
@@ -563,14 +589,14 @@ fn receiver(c: &Controller, dir: &Path) -> std::sync::mpsc::Receiver<(String, St
                 .unwrap_or(0);
             let mut body = vec![0u8; len];
             let _ = tls.read_exact(&mut body);
-            let _ = tls
-                .get_mut()
-                .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+            let answer: &[u8] = match n {
+                0 => b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
+                _ => b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n",
+            };
+            let _ = tls.get_mut().write_all(answer);
             let _ = tls.get_mut().flush();
-            if tx
-                .send((head, String::from_utf8_lossy(&body).into_owned()))
-                .is_err()
-            {
+            let body = String::from_utf8_lossy(&body).into_owned();
+            if tx.send((head, body, std::time::Instant::now())).is_err() {
                 return;
             }
         }
@@ -621,9 +647,19 @@ fn alerts_go_to_an_https_webhook_only_with_the_filters_user_agent() {
     // A promotion is an alert.
     let f = c.flood(filter_tests::attack::Kind::Syn, "10.200.9.8", 20_000, 2);
     f.join().unwrap();
-    let (head, body) = alerts
+    let (head, body, first) = alerts
         .recv_timeout(std::time::Duration::from_secs(15))
         .expect("no alert arrived");
+    // Refused the first time (503): the same alert again, after a backoff.
+    let (_, again, second) = alerts
+        .recv_timeout(std::time::Duration::from_secs(15))
+        .expect("the alert was not retried");
+    assert_eq!(again, body);
+    let waited = second.duration_since(first);
+    assert!(
+        waited >= std::time::Duration::from_millis(800),
+        "no backoff: {waited:?}"
+    );
     assert!(head.starts_with("POST /hook HTTP/1.1"), "{head}");
     let ua = format!("user-agent: {}", filter_ctl::api::webhook::USER_AGENT).to_ascii_lowercase();
     assert!(ua.starts_with("user-agent: filter-ctl/"));

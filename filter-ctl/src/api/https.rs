@@ -174,6 +174,8 @@ fn stamps(api: &crate::policy::Api) -> Vec<Option<SystemTime>> {
 struct Shared {
     service: Service,
     access: Mutex<AuditLog>,
+    /// Its write errors, for the controller's `status`.
+    access_errors: Arc<std::sync::atomic::AtomicU64>,
     api: crate::policy::Api,
     credentials: Mutex<Arc<Credentials>>,
     throttle: Throttle,
@@ -216,12 +218,13 @@ pub async fn serve(
     listener: TcpListener,
     api: crate::policy::Api,
     credentials: Credentials,
-    access: AuditLog,
+    (access, access_errors): (AuditLog, Arc<std::sync::atomic::AtomicU64>),
     service: Service,
 ) {
     let shared = Arc::new(Shared {
         service,
         access: Mutex::new(access),
+        access_errors,
         api,
         credentials: Mutex::new(Arc::new(credentials)),
         throttle: Throttle::default(),
@@ -275,11 +278,12 @@ pub async fn serve(
                     line.insert("status".into(), response.status().as_u16().into());
                     let ms = started.elapsed().as_secs_f64() * 1e3;
                     line.insert("latency_ms".into(), ((ms * 1e3).round() / 1e3).into());
+                    let mut log = shared.access.lock().expect("access log lock");
+                    log.write_at(line, SystemTime::now());
                     shared
-                        .access
-                        .lock()
-                        .expect("access log lock")
-                        .write_at(line, SystemTime::now());
+                        .access_errors
+                        .store(log.write_errors(), std::sync::atomic::Ordering::Relaxed);
+                    drop(log);
                     Ok::<_, std::convert::Infallible>(response)
                 }
             });

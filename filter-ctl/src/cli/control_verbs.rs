@@ -103,6 +103,12 @@ impl Status {
             );
         }
         println!("audit log: {}", s.audit_log.display());
+        if s.access_log_write_errors > 0 {
+            println!(
+                "ACCESS LOG FAILING: {} API requests could not be logged",
+                s.access_log_write_errors
+            );
+        }
         if s.audit_write_errors > 0 {
             println!(
                 "AUDIT LOG FAILING: {} records could not be written (see the controller's log)",

@@ -47,6 +47,7 @@ impl Run {
                 interfaces: self.interfaces,
                 pin_dir: g.pin_dir.clone(),
                 socket: g.socket.clone(),
+                access_errors: Default::default(),
             };
             let policy = opts.load_policy()?;
             // The socket first: a second controller must fail before it
@@ -72,7 +73,7 @@ impl Run {
                         tcp,
                         api.clone(),
                         creds,
-                        access,
+                        (access, opts.access_errors.clone()),
                         service.clone(),
                     )))
                 }

@@ -341,6 +341,11 @@ impl AuditLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
+        // Only a regular file is ours to rewrite (a log pointed at a device
+        // or a pipe is left alone: /dev/full would read zeros forever).
+        if !file.metadata()?.is_file() {
+            return Ok(0);
+        }
         // Pass 1: how many head lines go (and where the head ends).
         let mut reader = BufReader::new(file);
         let mut line = Vec::new();
@@ -536,6 +541,9 @@ mod tests {
         log.record(&event);
         log.record(&event);
         assert_eq!(log.write_errors(), 2);
+        // And pruning it returns at once (it reads zeros forever).
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(log.prune(day, SystemTime::now()).unwrap().lines, 0);
         let dir = std::env::temp_dir().join(format!("filter-audit-dirs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut log = AuditLog::open(&dir.join("a/b/audit.jsonl")).unwrap();

@@ -46,6 +46,9 @@ pub struct RunOptions {
     pub pin_dir: Option<PathBuf>,
     /// Replaces the policy's `control_socket` (`--socket`, `FILTER_SOCKET`).
     pub socket: Option<PathBuf>,
+    /// Lines the HTTPS API's access log could not write (the API counts,
+    /// `status` reports).
+    pub access_errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RunOptions {
@@ -376,6 +379,10 @@ impl Controller {
             audit_log: self.core.audit.path().to_owned(),
             audit_write_errors: self.core.audit.write_errors(),
             alerts_dropped: self.core.audit.alerts_dropped(),
+            access_log_write_errors: self
+                .opts
+                .access_errors
+                .load(std::sync::atomic::Ordering::Relaxed),
             cycles: self.cycles,
             last_cycle_ms: self.last_cycle.as_secs_f64() * 1e3,
             cycle_buckets: self

@@ -357,6 +357,8 @@ pub struct StatusReport {
     pub audit_write_errors: u64,
     /// Alerts dropped because the webhook's queue was full.
     pub alerts_dropped: u64,
+    /// Lines the HTTPS API's access log could not write.
+    pub access_log_write_errors: u64,
     pub cycles: u64,
     pub last_cycle_ms: f64,
     /// Cycle durations: cumulative counts at each bound of
