@@ -7,6 +7,25 @@ pub mod packet;
 
 /// Kernel and netns tests need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN).
 /// CI runs as root; elsewhere this fails loudly rather than skipping.
+/// A fresh directory under the system's temp dir, removed when dropped
+/// (also when the test fails).
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("filter-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };

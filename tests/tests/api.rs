@@ -9,6 +9,7 @@ use std::{path::Path, process::Command};
 use filter_tests::{
     controller::{ctl_bin, Controller},
     rig::SRV_CLI_IP,
+    Scratch,
 };
 use serde_json::Value;
 
@@ -100,9 +101,8 @@ fn metric(text: &str, name: &str) -> f64 {
 #[test]
 fn the_api_serves_tls_only_with_keys_and_scopes() {
     filter_tests::require_root();
-    let dir = std::env::temp_dir().join(format!("filter-api-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("api");
+    let dir = scratch.0.clone();
     let (admin, read) = credentials(&dir);
     let c = Controller::start(&api_policy(&dir));
 
@@ -379,15 +379,13 @@ fn the_api_serves_tls_only_with_keys_and_scopes() {
     }
     assert!(!keys_text.contains(&admin) && !keys_text.contains(&read));
     drop(c);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn mutual_tls_takes_a_client_certificate_from_the_ca_and_still_a_key() {
     filter_tests::require_root();
-    let dir = std::env::temp_dir().join(format!("filter-api-mtls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("api-mtls");
+    let dir = scratch.0.clone();
     let (_, read) = credentials(&dir);
     let client = dir.join("client");
     ctl(&[
@@ -457,15 +455,13 @@ fn mutual_tls_takes_a_client_certificate_from_the_ca_and_still_a_key() {
     );
     assert_eq!(rc, 60, "the old certificate is still served: {out}");
     drop(c);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_failing_access_log_is_counted_and_never_stops_the_api() {
     filter_tests::require_root();
-    let dir = std::env::temp_dir().join(format!("filter-api-full-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("api-full");
+    let dir = scratch.0.clone();
     let (_, read) = credentials(&dir);
     // /dev/full takes no write, even root's.
     let policy = api_policy(&dir).replace(&format!("{}/access.jsonl", dir.display()), "/dev/full");
@@ -480,15 +476,13 @@ fn a_failing_access_log_is_counted_and_never_stops_the_api() {
         "the text status says so"
     );
     drop(c);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn unsafe_or_missing_credentials_refuse_the_start() {
     filter_tests::require_root();
-    let dir = std::env::temp_dir().join(format!("filter-api-bad-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("api-bad");
+    let dir = scratch.0.clone();
     credentials(&dir);
     let run = |policy: &str| {
         let path = dir.join("policy.yaml");
@@ -529,7 +523,6 @@ fn unsafe_or_missing_credentials_refuse_the_start() {
     assert!(e.contains("reading TLS certificate"), "{e}");
     // Nothing was attached meanwhile.
     assert!(!Path::new("/sys/fs/bpf/filter-api-bad").exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A one-thread HTTPS receiver in the client's namespace: every request's
@@ -607,9 +600,8 @@ fn receiver(
 #[test]
 fn alerts_go_to_an_https_webhook_only_with_the_filters_user_agent() {
     filter_tests::require_root();
-    let dir = std::env::temp_dir().join(format!("filter-alerts-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("alerts");
+    let dir = scratch.0.clone();
     let recv = dir.join("recv");
     ctl(&[
         "tls",
@@ -699,5 +691,4 @@ fn alerts_go_to_an_https_webhook_only_with_the_filters_user_agent() {
     assert!(s["alerts_dropped"].as_u64() >= Some(1), "{s}");
     assert!(s["last_cycle_ms"].as_f64() < Some(1000.0), "{s}");
     drop(c);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

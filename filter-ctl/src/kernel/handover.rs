@@ -80,15 +80,7 @@ pub fn attach(iface: &str, ifindex: u32, pin_dir: &Path) -> Result<()> {
     if path.exists() {
         match links::pinned_tcx(&path) {
             Ok(s) if s.ifindex == ifindex => {
-                let ours = prog
-                    .info()
-                    .map_err(|e| Error::Load(format!("reading the loaded program: {e}")))?
-                    .tag();
-                let running = aya::programs::loaded_programs()
-                    .flatten()
-                    .find(|p| p.id() == s.prog_id)
-                    .map(|p| p.tag());
-                if running == Some(ours) {
+                if loader::runs_this_build(prog.info(), s.prog_id)? {
                     return Ok(());
                 }
                 let pinned = PinnedLink::from_pin(&path)

@@ -442,6 +442,23 @@ fn attach_xdp(
     })
 }
 
+/// Whether the program with id `running` (a pinned link's) has the tag of
+/// `ours`, this build's program just loaded. Without CAP_SYS_ADMIN the
+/// loaded programs cannot be listed: then false (the caller swaps its
+/// program in place, which is harmless).
+pub(crate) fn runs_this_build(
+    ours: std::result::Result<aya::programs::ProgramInfo, ProgramError>,
+    running: u32,
+) -> Result<bool> {
+    let ours = ours
+        .map_err(|e| Error::Load(format!("reading the loaded program: {e}")))?
+        .tag();
+    Ok(aya::programs::loaded_programs()
+        .flatten()
+        .find(|p| p.id() == running)
+        .is_some_and(|p| p.tag() == ours))
+}
+
 /// A live link on the right device: left alone if it runs this build's
 /// program (same tag), else given this build's program in place.
 fn refresh(
@@ -453,15 +470,7 @@ fn refresh(
 ) -> Result<Attached> {
     let mut ebpf = load_with(Some(pin_dir), caps)?;
     let prog = program(&mut ebpf)?;
-    let ours = prog
-        .info()
-        .map_err(|e| Error::Load(format!("reading the loaded program: {e}")))?
-        .tag();
-    let running = aya::programs::loaded_programs()
-        .flatten()
-        .find(|p| p.id() == state.prog_id)
-        .map(|p| p.tag());
-    if running == Some(ours) {
+    if runs_this_build(prog.info(), state.prog_id)? {
         return Ok(Attached::Already);
     }
     let pinned = PinnedLink::from_pin(link_path).map_err(|e| Error::Io {
