@@ -353,6 +353,20 @@ async fn operation(req: Request<Incoming>) -> Result<Op, Response<Full<Bytes>>> 
         "/v1/thresholds" => get(Op::Thresholds),
         "/v1/verified" => get(Op::Verified),
         "/v1/ops" if req.method() == Method::POST => {
+            // A declared length over the cap is refused before any of the
+            // body is read (a client sending `Expect: 100-continue` then
+            // never sends it); an undeclared one is cut at the cap.
+            let declared = req
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            if declared.is_some_and(|n| n > MAX_BODY) {
+                return Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                ));
+            }
             let body = Limited::new(req.into_body(), MAX_BODY)
                 .collect()
                 .await
