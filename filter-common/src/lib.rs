@@ -67,6 +67,12 @@ pub mod maps {
     pub const COUNTERS: MapDef = MapDef::new::<u32, u64>("COUNTERS");
     /// `Array<cookie::Settings>`, one slot: the cookie keys and the route.
     pub const SYNCOOKIE: MapDef = MapDef::new::<u32, cookie::Settings>("SYNCOOKIE");
+    /// `RingBuf` of [`Event`]s: sources crossing a detection trigger.
+    pub const EVENTS: MapDef = MapDef {
+        name: "EVENTS",
+        key_size: 0,
+        value_size: 0,
+    };
     /// `PerCpuArray<cookie::OptionWalk>`, one slot: the TCP option walk.
     pub const OPTIONS: MapDef = MapDef::new::<u32, cookie::OptionWalk>("OPTIONS");
     /// `LpmTrie<[u8; 4], ListEntry>`: IPv4 allowlist.
@@ -77,13 +83,25 @@ pub mod maps {
     pub const BLOCK_V4: MapDef = MapDef::new::<[u8; 4], ListEntry>("BLOCK_V4");
     /// `HashMap<[u8; 16], ListEntry>`: exact IPv6 blocks (/128).
     pub const BLOCK_V6: MapDef = MapDef::new::<[u8; 16], ListEntry>("BLOCK_V6");
-    /// `LpmTrie<[u8; 4], ListEntry>`: IPv4 CIDR blocks.
+    /// `HashMap<(prefix length, [u8; 4]), ListEntry>`: IPv4 CIDR blocks,
+    /// keyed like an LPM trie (length, then the masked address) and probed
+    /// once per prefix length present ([`NET_LENS`]), longest first.
     pub const BLOCK_NET_V4: MapDef = MapDef::lpm::<[u8; 4], ListEntry>("BLOCK_NET_V4");
-    /// `LpmTrie<[u8; 16], ListEntry>`: IPv6 CIDR blocks (including /64 sources).
+    /// The same for IPv6 CIDR blocks (including /64 sources).
     pub const BLOCK_NET_V6: MapDef = MapDef::lpm::<[u8; 16], ListEntry>("BLOCK_NET_V6");
+    /// `LpmTrie<[u8; 4], ListEntry>`: the same IPv4 CIDR blocks, asked
+    /// when more prefix lengths are in use than the hash probes cover.
+    pub const BLOCK_TRIE_V4: MapDef = MapDef::lpm::<[u8; 4], ListEntry>("BLOCK_TRIE_V4");
+    pub const BLOCK_TRIE_V6: MapDef = MapDef::lpm::<[u8; 16], ListEntry>("BLOCK_TRIE_V6");
+    /// `Array<u64>`, [`net_lens::SLOTS`] slots: which prefix lengths the
+    /// CIDR block maps hold (a bit per length; see [`net_lens`]).
+    pub const NET_LENS: MapDef = MapDef::new::<u32, u64>("NET_LENS");
+    /// `PerCpuArray<[u64; 3]>`, one slot: where the data path builds a
+    /// CIDR look-up's key.
+    pub const NET_KEY: MapDef = MapDef::new::<u32, [u64; 3]>("NET_KEY");
 
     /// Every map the program owns, in a stable order (pinning, inspection).
-    pub const ALL: [MapDef; 19] = [
+    pub const ALL: [MapDef; 24] = [
         CONFIG,
         STATS,
         SOURCES,
@@ -94,6 +112,7 @@ pub mod maps {
         VERIFIED,
         PENDING,
         COUNTERS,
+        EVENTS,
         JUMP,
         SYNCOOKIE,
         OPTIONS,
@@ -103,6 +122,10 @@ pub mod maps {
         BLOCK_V6,
         BLOCK_NET_V4,
         BLOCK_NET_V6,
+        BLOCK_TRIE_V4,
+        BLOCK_TRIE_V6,
+        NET_LENS,
+        NET_KEY,
     ];
 }
 
@@ -131,6 +154,32 @@ pub mod capacity {
     pub const VERIFIED: u32 = 65_536;
     /// Pending challenges (LRU: a large spoofed flood churns it).
     pub const PENDING: u32 = 262_144;
+    /// Bytes of the `EVENTS` ring (a power of two): 1 MiB holds about
+    /// 26 000 events (32 bytes and an 8-byte header each) between two
+    /// reads by the controller, which reads as they arrive.
+    pub const EVENTS_BYTES: u32 = 1 << 20;
+}
+
+/// Slots of the `NET_LENS` map: bit `i` of a slot says the CIDR block map
+/// of that family holds an entry of prefix length `base + i`. Set by
+/// whoever adds an entry; recomputed from the live entries by the
+/// controller every interval (a removal may leave a bit set until then,
+/// which costs one look-up that misses, never a wrong verdict).
+pub mod net_lens {
+    /// IPv4 lengths 0 to 31 (/32s are in the exact map).
+    pub const V4: u32 = 0;
+    /// IPv6 lengths 0 to 63, then 64 to 127 (/128s are in the exact map).
+    pub const V6_LOW: u32 = 1;
+    pub const V6_HIGH: u32 = 2;
+    /// Families with more lengths in one slot than the data path probes
+    /// ([`MAX_PROBED`]): it then asks that family's trie instead.
+    pub const OVERFLOW: u32 = 3;
+    pub const OVERFLOW_V4: u64 = 1;
+    pub const OVERFLOW_V6: u64 = 2;
+    pub const SLOTS: u32 = 4;
+    /// Lengths the data path probes per slot, longest first (each probe is
+    /// one hash look-up; the verifier walks every one).
+    pub const MAX_PROBED: usize = 8;
 }
 
 /// Slots of the `COUNTERS` map.
@@ -143,8 +192,18 @@ pub mod counter {
     /// (the kfunc refused: a route failing at run time).
     pub const HANDED_OVER: u32 = 1;
     pub const HANDOVER_FAILED: u32 = 2;
+    /// Reports the ring buffer had no room for (one per source, metric and
+    /// window, however many packets retry it): the controller then judges
+    /// every source once (a full scan) instead of the reported ones.
+    pub const EVENTS_LOST: u32 = 3;
+    /// Entries added to `SOURCES` (the map is full, and recycling its
+    /// least recently used entries, once this passes its capacity).
+    pub const SOURCES_ADDED: u32 = 4;
+    /// Packets of tracked sources counted in each class (the metrics'
+    /// per-flag rates): `CLASSES + flag::*`.
+    pub const CLASSES: u32 = 8;
     /// Slots in the map.
-    pub const SLOTS: u32 = 4;
+    pub const SLOTS: u32 = 16;
 }
 
 /// Words of the `PORTS` map: 65 536 bits for TCP, then as many for UDP.
@@ -395,9 +454,47 @@ pub struct SourceCounters {
     pub scan_epoch: u32,
     /// Bits set in `scan_bits`.
     pub scan_count: u32,
-    pub _reserved: [u32; 2],
+    /// Detection window `win` counts (`ktime / Config::window_ns`).
+    pub win_id: u32,
+    /// Bits (by [`window`] metric) of the events already sent for this
+    /// window from this CPU; 16 bits up, those the ring had no room for.
+    pub win_sent: u32,
+    /// This CPU's counts in window `win_id`, by [`window`] metric.
+    pub win: [u32; window::METRICS],
+    /// Its counts in the window before (`win_id - 1`; zero if this CPU did
+    /// not count the source then).
+    pub prev_win: [u32; window::METRICS],
     /// This CPU's token buckets, one per class (see [`flag`]).
     pub buckets: [Bucket; flag::COUNT],
+}
+
+/// Detection in the kernel: each tracked source's counts per window (the
+/// controller's interval), checked against the thresholds as they grow. A
+/// count reaching its trigger sends one [`Event`] per window and CPU; the
+/// controller then sums the source's CPUs and judges it exactly.
+pub mod window {
+    /// Metrics counted per window, in the controller's metric order: the
+    /// six classes of [`super::flag`] (SYN net of completed handshakes),
+    /// then completed handshakes and empty connections.
+    pub const METRICS: usize = 8;
+    pub const NEW_CONNS: usize = 6;
+    pub const EMPTY_CONNS: usize = 7;
+    /// [`super::Event::metric`] of a port scan (counted per epoch by the
+    /// kernel against [`super::Config::scan_ports`]; reported at once).
+    pub const SCAN: u32 = 8;
+}
+
+/// A source that crossed a detection trigger, pushed to `EVENTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub key: SourceKey,
+    /// A [`window`] metric, or [`window::SCAN`].
+    pub metric: u32,
+    /// This CPU's count when it crossed (for a scan: distinct closed ports).
+    pub count: u32,
+    /// The window (`ktime / Config::window_ns`).
+    pub window: u32,
 }
 
 /// An allowlist or blocklist entry.
@@ -497,6 +594,14 @@ pub struct Config {
     pub retry_max_ms: u32,
     /// How long a verified source stays verified, in s.
     pub verified_ttl_s: u32,
+    /// Length of a detection window in ns (the controller's interval); 0:
+    /// no windows are counted and no events sent.
+    pub window_ns: u64,
+    /// Per-CPU count in one window at which a source is reported for a
+    /// [`window`] metric (0: that check is off). The controller derives it
+    /// from the threshold and the CPU count, so that a source over a
+    /// threshold in sum is over its trigger on at least one CPU.
+    pub trigger: [u32; window::METRICS],
 }
 
 /// Values of [`Config::verify_mode`].
@@ -527,6 +632,8 @@ impl Default for Config {
             retry_min_ms: 0,
             retry_max_ms: 0,
             verified_ttl_s: 0,
+            window_ns: 0,
+            trigger: [0; window::METRICS],
         }
     }
 }
@@ -568,6 +675,7 @@ mod pod {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Sketch {}
     unsafe impl aya::Pod for Bucket {}
+    unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for RateLimit {}
     unsafe impl aya::Pod for cookie::Settings {}
     unsafe impl aya::Pod for cookie::OptionWalk {}
@@ -581,9 +689,16 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<SourceKey>(), 20);
-        assert_eq!(size_of::<SourceCounters>(), 18 * 8 + 16 + flag::COUNT * 16);
+        assert_eq!(
+            size_of::<SourceCounters>(),
+            18 * 8 + 16 + 2 * window::METRICS * 4 + flag::COUNT * 16
+        );
+        assert_eq!(size_of::<Event>(), 32);
         assert_eq!(size_of::<ListEntry>(), 8 + 8 + 4 + 4 + LIST_NOTE_LEN);
-        assert_eq!(size_of::<Config>(), 8 + flag::COUNT * 8 + 32);
+        assert_eq!(
+            size_of::<Config>(),
+            8 + flag::COUNT * 8 + 32 + 8 + window::METRICS * 4
+        );
         assert_eq!(size_of::<StatValue>(), 16);
         assert!(size_of::<Sketch>() <= 32 * 1024);
         assert_eq!(1 << SKETCH_COLS_LOG2, SKETCH_COLS);

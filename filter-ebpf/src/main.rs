@@ -31,7 +31,10 @@ use crate::{
     clock::Clock,
     conn::{Ask, Conn, Sock},
     lists::Listed,
-    maps::{ALLOW_V4, ALLOW_V6, BLOCK_NET_V4, BLOCK_NET_V6, BLOCK_V4, BLOCK_V6, CONFIG, PORTS},
+    maps::{
+        ALLOW_V4, ALLOW_V6, BLOCK_NET_V4, BLOCK_NET_V6, BLOCK_TRIE_V4, BLOCK_TRIE_V6, BLOCK_V4,
+        BLOCK_V6, CONFIG, PORTS,
+    },
     parse::{Kind, Malformed, ETH_P_IP, ETH_P_IPV6},
     track::Class,
 };
@@ -53,6 +56,9 @@ fn widen(a: [u8; 4]) -> [u8; 16] {
 #[inline(always)]
 fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
     let (proto, l3) = parse::ethernet(ctx)?;
+    // The verifier would otherwise walk everything below once per VLAN
+    // depth (three known offsets); one unknown offset is one walk.
+    let l3 = forget(l3);
     let mut clock = Clock::new();
     let cfg = config();
     // Full addresses (socket look-ups), the source's identity (counters),
@@ -60,7 +66,8 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
     let (v6, src, dst, key, scope, l4) = match proto {
         ETH_P_IP => {
             let (src, dst, l4) = parse::ipv4(ctx, l3)?;
-            let scope = match lists::check(&ALLOW_V4, &BLOCK_V4, &BLOCK_NET_V4, src, &mut clock) {
+            let nets = lists::V4(&BLOCK_NET_V4, &BLOCK_TRIE_V4);
+            let scope = match lists::check(&ALLOW_V4, &BLOCK_V4, &nets, src, &mut clock) {
                 Listed::Verdict(r) => return Ok(r),
                 Listed::Scope(s) => s,
             };
@@ -76,8 +83,8 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
         }
         ETH_P_IPV6 => {
             let ip = parse::ipv6(ctx, l3)?;
-            let scope = match lists::check(&ALLOW_V6, &BLOCK_V6, &BLOCK_NET_V6, ip.src, &mut clock)
-            {
+            let nets = lists::V6(&BLOCK_NET_V6, &BLOCK_TRIE_V6);
+            let scope = match lists::check(&ALLOW_V6, &BLOCK_V6, &nets, ip.src, &mut clock) {
                 Listed::Verdict(r) => return Ok(r),
                 Listed::Scope(s) => s,
             };
@@ -93,6 +100,12 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
         }
         _ => return Ok(Reason::NonIp),
     };
+    // Every packet from here on is counted at a time: the clock is read
+    // now, so that the verifier sees one clock state below, not one per
+    // way the look-ups above went.
+    clock.now();
+    // Likewise one state for "no restriction" and "some restriction".
+    let scope = forget(scope as usize) as u32;
     // The TCP ports (wire order) and where the TCP header is, for the
     // socket look-up; the packet's class; and the verdict if nothing drops it.
     let mut tcp = None;
@@ -161,7 +174,7 @@ fn try_filter(ctx: &XdpContext) -> Result<Reason, Malformed> {
         }
     }
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let verdict = track::account(&entry, class, sock, bytes, scope, cfg, &mut clock);
+    let verdict = track::account(&key, &entry, class, sock, bytes, scope, cfg, &mut clock);
     track::commit(&key, &entry);
     if let Class::Closed { .. } = class {
         return Ok(Reason::ClosedPort);
@@ -234,6 +247,8 @@ static DEFAULT_CONFIG: Config = Config {
     retry_min_ms: 0,
     retry_max_ms: 0,
     verified_ttl_s: 0,
+    window_ns: 0,
+    trigger: [0; filter_common::window::METRICS],
 };
 
 #[inline(always)]

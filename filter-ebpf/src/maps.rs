@@ -4,12 +4,13 @@
 use aya_ebpf::{
     macros::map,
     maps::{
-        lpm_trie::LpmTrie, Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray,
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
     },
 };
 use filter_common::{
-    capacity, cookie::Settings, counter, Config, ListEntry, Sketch, SourceCounters, SourceKey,
-    StatValue, PORT_WORDS, STATS_SLOTS,
+    capacity, cookie::Settings, counter, net_lens, Config, ListEntry, Sketch, SourceCounters,
+    SourceKey, StatValue, PORT_WORDS, STATS_SLOTS,
 };
 
 /// Written by the controller, read on every packet (slot 0).
@@ -71,6 +72,11 @@ pub static SYNCOOKIE: Array<Settings> = Array::with_max_entries(1, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::SLOTS, 0);
 
+/// Written here (sources crossing a detection trigger, `filter_common::Event`),
+/// read by the controller.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
+
 /// Written by the controller, read here.
 #[map]
 pub static ALLOW_V4: LpmTrie<[u8; 4], ListEntry> = LpmTrie::with_max_entries(capacity::ALLOW, 0);
@@ -82,9 +88,28 @@ pub static BLOCK_V4: HashMap<[u8; 4], ListEntry> =
 #[map]
 pub static BLOCK_V6: HashMap<[u8; 16], ListEntry> =
     HashMap::with_max_entries(capacity::BLOCK_EXACT, 0);
+/// CIDR blocks: hash maps keyed by (prefix length, masked address),
+/// probed for each length `NET_LENS` says is present, longest first.
 #[map]
-pub static BLOCK_NET_V4: LpmTrie<[u8; 4], ListEntry> =
+pub static BLOCK_NET_V4: HashMap<Key<[u8; 4]>, ListEntry> =
+    HashMap::with_max_entries(capacity::BLOCK_NET, 0);
+#[map]
+pub static BLOCK_NET_V6: HashMap<Key<[u8; 16]>, ListEntry> =
+    HashMap::with_max_entries(capacity::BLOCK_NET, 0);
+/// The same entries as tries, asked when more prefix lengths are in use
+/// than the probes cover (`filter_common::net_lens::OVERFLOW`).
+#[map]
+pub static BLOCK_TRIE_V4: LpmTrie<[u8; 4], ListEntry> =
     LpmTrie::with_max_entries(capacity::BLOCK_NET, 0);
 #[map]
-pub static BLOCK_NET_V6: LpmTrie<[u8; 16], ListEntry> =
+pub static BLOCK_TRIE_V6: LpmTrie<[u8; 16], ListEntry> =
     LpmTrie::with_max_entries(capacity::BLOCK_NET, 0);
+/// Written and read only here: where a CIDR look-up builds its key
+/// (a (length, address) key of up to 20 bytes).
+#[map]
+pub static NET_KEY: PerCpuArray<[u64; 3]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Written by the controller (and by any writer of the CIDR maps), read
+/// here: the prefix lengths present (`filter_common::net_lens`).
+#[map]
+pub static NET_LENS: Array<u64> = Array::with_max_entries(net_lens::SLOTS, 0);

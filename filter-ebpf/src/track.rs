@@ -7,14 +7,14 @@
 //! counters per packet instead of inserting (and evicting) an LRU entry.
 
 use filter_common::{
-    flag, Bucket, Config, RateLimit, Reason, SourceCounters, SourceKey, SKETCH_COLS,
-    SKETCH_COLS_LOG2, SKETCH_COUNT_MASK, SKETCH_EPOCH_NS_SHIFT, SKETCH_EPOCH_SHIFT,
+    counter, flag, window, Bucket, Config, Event, RateLimit, Reason, SourceCounters, SourceKey,
+    SKETCH_COLS, SKETCH_COLS_LOG2, SKETCH_COUNT_MASK, SKETCH_EPOCH_NS_SHIFT, SKETCH_EPOCH_SHIFT,
 };
 
 use crate::{
     clock::Clock,
     conn::Sock,
-    maps::{SCRATCH, SKETCH, SOURCES},
+    maps::{COUNTERS, EVENTS, SCRATCH, SKETCH, SOURCES},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -142,7 +142,18 @@ pub fn commit(key: &SourceKey, e: &Entry) {
     // by-value insert would copy the value onto the stack.
     let value: &SourceCounters = unsafe { &*e.ptr };
     // Fails only on memory pressure; the next packet tries again.
-    let _ = SOURCES.insert(key, value, 0);
+    if SOURCES.insert(key, value, 0).is_ok() {
+        add(counter::SOURCES_ADDED);
+    }
+}
+
+/// Adds one to this CPU's `COUNTERS` slot.
+#[inline(always)]
+fn add(slot: u32) {
+    if let Some(n) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: this CPU's slot.
+        unsafe { *n += 1 };
+    }
 }
 
 /// Counts the packet in `e` and decides whether it is dropped. `sock` is
@@ -150,7 +161,9 @@ pub fn commit(key: &SourceKey, e: &Entry) {
 /// `scope` holds the classes the source is restricted on (0: none). An
 /// untracked source is neither counted nor limited, but a restriction holds.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub fn account(
+    key: &SourceKey,
     e: &Entry,
     class: Class,
     sock: Sock,
@@ -159,27 +172,42 @@ pub fn account(
     cfg: &Config,
     clock: &mut Clock,
 ) -> Option<Reason> {
-    if sock.in_connection() {
-        if e.tracked() {
-            // SAFETY: per-CPU value (or scratch slot) of this CPU; only this
-            // CPU writes it while this program runs.
-            let c = unsafe { &mut *e.ptr };
-            touch(c, bytes, clock.now());
-            in_connection(c, class, sock, cfg);
-        }
-        return None;
-    }
     let i = class.index();
     if !e.tracked() {
         return match i {
-            Some(i) if scope & flag::bit(i) != 0 => Some(Reason::Restricted),
+            Some(i) if scope & flag::bit(i) != 0 && !sock.in_connection() => {
+                Some(Reason::Restricted)
+            }
             _ => None,
         };
     }
-    // SAFETY: as above.
+    // SAFETY: per-CPU value (or scratch slot) of this CPU; only this CPU
+    // writes it while this program runs.
     let c = unsafe { &mut *e.ptr };
     let now = clock.now();
     touch(c, bytes, now);
+    // The window metric this packet counts in, and the verdict.
+    let (metric, verdict) = match sock.in_connection() {
+        true => (in_connection(c, class, sock, cfg), None),
+        false => stray(key, c, class, scope, cfg, now),
+    };
+    // One call site (`METRICS`: nothing to count): the window code is a
+    // subprogram, and one call keeps it out of every class's branch.
+    count_window(key, c, metric.unwrap_or(window::METRICS), cfg, now);
+    verdict
+}
+
+/// A packet no connection of the host owns (or a SYN): counted by class,
+/// restricted or limited.
+#[inline(always)]
+fn stray(
+    key: &SourceKey,
+    c: &mut SourceCounters,
+    class: Class,
+    scope: u32,
+    cfg: &Config,
+    now: u64,
+) -> (Option<usize>, Option<Reason>) {
     match class {
         Class::Syn => c.syn += 1,
         Class::SynAck => c.syn_ack += 1,
@@ -187,17 +215,21 @@ pub fn account(
         Class::Rst => c.rst += 1,
         Class::Fin => c.fin += 1,
         Class::Unparsed => c.unparsed += 1,
-        Class::Closed { port } => closed_port(c, port, cfg, now),
+        Class::Closed { port } => closed_port(key, c, port, cfg, now),
         Class::None => {}
     }
-    let i = i?;
+    let Some(i) = class.index() else {
+        return (None, None);
+    };
+    add(counter::CLASSES + i as u32);
     if scope & flag::bit(i) != 0 {
-        return Some(Reason::Restricted);
+        // Already restricted on it: nothing to report.
+        return (None, Some(Reason::Restricted));
     }
     if limited(c, i, cfg, now) {
-        return Some(Reason::RateLimited);
+        return (Some(i), Some(Reason::RateLimited));
     }
-    None
+    (Some(i), None)
 }
 
 #[inline(always)]
@@ -213,18 +245,89 @@ fn touch(c: &mut SourceCounters, bytes: u64, now: u64) {
 /// A packet of one of the host's connections: counted, never limited. It
 /// also tells handshakes that complete, and connections closed before the
 /// source sent any data (the mark of a connection flood; the socket look-up
-/// asked the kernel's own counters, see `conn::Sock::Empty`).
+/// asked the kernel's own counters, see `conn::Sock::Empty`). Returns the
+/// window metric it counts in.
 #[inline(always)]
-fn in_connection(c: &mut SourceCounters, class: Class, sock: Sock, cfg: &Config) {
+fn in_connection(c: &mut SourceCounters, class: Class, sock: Sock, cfg: &Config) -> Option<usize> {
     c.in_conn += 1;
     match class {
         Class::Ack { .. } if sock.completes() => {
             c.new_conns += 1;
             refund_syn(c, cfg);
+            Some(window::NEW_CONNS)
         }
-        Class::Fin | Class::Rst if sock == Sock::Empty => c.empty_conns += 1,
-        _ => {}
+        Class::Fin | Class::Rst if sock == Sock::Empty => {
+            c.empty_conns += 1;
+            Some(window::EMPTY_CONNS)
+        }
+        _ => None,
     }
+}
+
+/// Counts one of window metric `m` (`METRICS` or more: nothing) in the
+/// window `now` is in, first moving the counts on if the window changed
+/// (those of the one just before become `prev_win`). The count reaching
+/// its trigger reports the source: once per window, or again on the next
+/// packet if the ring had no room. Not inlined, and without branches where
+/// arithmetic does: the verifier walks it once per path that reaches it.
+#[inline(never)]
+fn count_window(key: &SourceKey, c: &mut SourceCounters, m: usize, cfg: &Config, now: u64) {
+    if m >= window::METRICS || cfg.window_ns == 0 {
+        return;
+    }
+    let id = (now / cfg.window_ns) as u32;
+    if c.win_id != id {
+        // All ones if the counts are of the window just before, else 0.
+        let keep = ((c.win_id.wrapping_add(1) == id) as u32).wrapping_neg();
+        for j in 0..window::METRICS {
+            let prev = c.win[j] & keep;
+            // SAFETY: in-bounds fields of this CPU's entry. Volatile, so
+            // that no `memcpy`/`memset` byte loop replaces the stores.
+            unsafe {
+                core::ptr::write_volatile(&mut c.prev_win[j], prev);
+                core::ptr::write_volatile(&mut c.win[j], 0);
+            }
+        }
+        c.win_sent = 0;
+        c.win_id = id;
+    }
+    // A completed handshake: the SYN it answers no longer counts.
+    let done = (m == window::NEW_CONNS) as u32;
+    let syn = c.win[flag::SYN];
+    c.win[flag::SYN] = syn - (done & (syn != 0) as u32);
+    // verifier: both look-ups are bounds-checked (m < METRICS anyway)
+    let (Some(n), Some(&trigger)) = (c.win.get_mut(m), cfg.trigger.get(m)) else {
+        return;
+    };
+    *n = n.wrapping_add(1);
+    let bit = 1u32 << m;
+    if trigger == 0 || *n < trigger || c.win_sent & bit != 0 {
+        return;
+    }
+    let count = *n;
+    if report(key, m as u32, count, c.win_id) {
+        c.win_sent |= bit;
+    } else if c.win_sent & (bit << LOST_SHIFT) == 0 {
+        // Counted once per window and metric, however many packets retry.
+        c.win_sent |= bit << LOST_SHIFT;
+        add(counter::EVENTS_LOST);
+    }
+}
+
+/// `win_sent` holds the reports sent in its low bits and, this many bits
+/// up, the reports the ring had no room for.
+const LOST_SHIFT: u32 = 16;
+
+/// Pushes an event to the controller; false if the ring is full.
+#[inline(never)]
+fn report(key: &SourceKey, metric: u32, count: u32, window: u32) -> bool {
+    let event = Event {
+        key: *key,
+        metric,
+        count,
+        window,
+    };
+    EVENTS.output(&event, 0).is_ok()
 }
 
 /// A completed handshake gives its SYN's token back: the SYN bucket then
@@ -247,7 +350,7 @@ const SCAN_BITS: u32 = 128;
 /// Remembers a closed port the source touched this epoch; the epoch in
 /// which it passes `cfg.scan_ports` distinct ports counts one scan.
 #[inline(always)]
-fn closed_port(c: &mut SourceCounters, port: u16, cfg: &Config, now: u64) {
+fn closed_port(key: &SourceKey, c: &mut SourceCounters, port: u16, cfg: &Config, now: u64) {
     c.closed_ports += 1;
     if cfg.scan_ports == 0 {
         return;
@@ -270,6 +373,9 @@ fn closed_port(c: &mut SourceCounters, port: u16, cfg: &Config, now: u64) {
     c.scan_count += 1;
     if c.scan_count == cfg.scan_ports.saturating_add(1) {
         c.scans += 1;
+        if !report(key, window::SCAN, c.scan_count, epoch) {
+            add(counter::EVENTS_LOST);
+        }
     }
 }
 

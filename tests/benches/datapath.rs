@@ -38,9 +38,13 @@ const ROUNDS: usize = 5;
 const FLOOD_FRAMES: u32 = 50_000;
 
 fn main() {
-    // `cargo bench` passes --bench; any other argument is ignored.
+    // `cargo bench` passes --bench; `--veth` adds the receiver comparison.
     require_root();
+    let veth = std::env::args().any(|a| a == "--veth");
     namespace().run(bench);
+    if veth {
+        veth_receiver();
+    }
 }
 
 fn bench() {
@@ -49,6 +53,13 @@ fn bench() {
     bare_prog.load().unwrap();
 
     let mut ebpf = loader::load(None).expect("loading the filter");
+    // How close the program is to the verifier's 1M-instruction budget.
+    let verified = loader::program(&mut ebpf)
+        .unwrap()
+        .info()
+        .ok()
+        .and_then(|i| i.verified_instruction_count());
+    println!("verifier: {verified:?} instructions processed (limit 1 000 000)");
     let mut maps = Maps::from_ebpf(&mut ebpf).unwrap();
     maps.set_config(&Config::default()).unwrap();
     let entry = new_entry(list_reason::ADMIN, None, "bench");
@@ -164,6 +175,7 @@ fn bench() {
     );
 
     controller_cycle();
+    controller_at_scale();
     controller_lists();
 }
 
@@ -396,20 +408,15 @@ fn controller_lists() {
 /// per-CPU values, then detect) at growing table sizes. The table is filled
 /// through the real data path: one distinct source per BPF_PROG_TEST_RUN.
 fn controller_cycle() {
-    use filter_ctl::{
-        detect::detect,
-        policy::{Capacities, Thresholds},
-    };
-    use std::time::Instant;
-    println!("\ncontroller cycle, ms: read SOURCES (batched / one by one) + detect");
+    println!("\ncontroller: a full scan of SOURCES (the fallback after lost events), ms");
     println!(
-        "{:>10} {:>14} {:>14} {:>10} {:>10}",
-        "sources", "read batched", "read 1-by-1", "detect", "cycle"
+        "{:>10} {:>14} {:>14}",
+        "sources", "scan batched", "read 1-by-1"
     );
     for n in [10_000u32, 65_536, 262_144, 1_048_576] {
-        let caps = Capacities {
+        let caps = filter_ctl::policy::Capacities {
             sources: n,
-            ..Capacities::default()
+            ..filter_ctl::policy::Capacities::default()
         };
         let mut ebpf = loader::load_with(None, &caps).unwrap();
         let mut maps = Maps::from_ebpf(&mut ebpf).unwrap();
@@ -418,45 +425,308 @@ fn controller_cycle() {
             ..Config::default()
         })
         .unwrap();
-        let prog = loader::program(&mut ebpf).unwrap();
+        fill_sources(loader::program(&mut ebpf).unwrap(), n, 0);
+        let t = std::time::Instant::now();
+        let mut scanned = 0usize;
+        maps.for_each_source(|_, _| scanned += 1).unwrap();
+        let scan = t.elapsed();
+        let t = std::time::Instant::now();
+        let single = maps.sources_one_by_one().unwrap().len();
+        let read_single = t.elapsed();
+        assert_eq!(single, scanned);
+        // LRU maps may evict a little before they are full.
+        assert!(scanned as f64 > n as f64 * 0.9, "{scanned} of {n}");
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        println!("{scanned:>10} {:>14.1} {:>14.1}", ms(scan), ms(read_single));
+    }
+}
+
+/// The real controller (`filter-ctl run`, the release build) with room for
+/// 1 048 576 sources: its CPU time per interval, its longest cycle and its
+/// resident memory as `SOURCES` fills up, then with offenders. The sources
+/// come in through a second copy of the program sharing the controller's
+/// pinned maps (BPF_PROG_TEST_RUN), so the kernel path is the real one.
+fn controller_at_scale() {
+    use filter_tests::controller::Controller;
+    const N: u32 = 1_048_576;
+    println!("\ncontroller at scale (filter-ctl run, interval 1 s, capacities.sources {N})");
+    println!(
+        "{:>10} {:>10} {:>16} {:>14} {:>10}",
+        "sources", "offenders", "CPU ms/interval", "longest cycle", "RSS MiB"
+    );
+    let c = Controller::start(&format!(
+        "interval: 1s\ntrack_min_packets: 1\ncapacities: {{ sources: {N} }}\n"
+    ));
+    let pid = c.pid().expect("running");
+    let caps = filter_ctl::policy::Capacities {
+        sources: N,
+        ..filter_ctl::policy::Capacities::default()
+    };
+    let mut copy = loader::load_with(Some(&c.pin), &caps).expect("a second copy on the pins");
+    let prog = loader::program(&mut copy).unwrap();
+    let mut filled = 0u32;
+    for (target, offenders) in [(65_536u32, 0u32), (N, 0), (N, 1_000), (N, 10_000)] {
+        fill_sources(prog, target - filled, filled);
+        filled = target;
+        // Offenders: 300 SYNs each (over the default 200/s) in one window.
         let mut frame = Packet::tcp("100.64.0.1", SYN).build();
-        for i in 0..n {
-            frame[26..30].copy_from_slice(&(0x0a00_0000 + i).to_be_bytes());
+        for i in 0..offenders {
+            frame[26..30].copy_from_slice(&(0x0b00_0000 + i).to_be_bytes());
             prog.test_run(TestRunOptions {
                 data_in: Some(&frame),
+                repeat: 300,
                 ..TestRunOptions::default()
             })
             .unwrap();
         }
-        let snap = |maps: &Maps| maps.snapshot().unwrap();
-        let prev = snap(&maps);
-        let t = Instant::now();
-        let cur = snap(&maps);
-        let read = t.elapsed();
-        let t = Instant::now();
-        let single = maps.sources_one_by_one().unwrap().len();
-        let read_single = t.elapsed();
-        assert_eq!(single, cur.sources.len());
-        let t = Instant::now();
-        let held = std::collections::HashMap::new();
-        let d = detect(&prev, &cur, &held, Thresholds::default().by_metric());
-        let det = t.elapsed();
-        // LRU maps may evict a little before they are full.
-        assert!(
-            cur.sources.len() as f64 > n as f64 * 0.9,
-            "{} of {n}",
-            cur.sources.len()
-        );
-        std::hint::black_box(d);
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let (cpu_ms, longest) = watch_cycles(&c, pid, 4);
         println!(
-            "{:>10} {:>14.1} {:>14.1} {:>10.1} {:>10.1}",
-            cur.sources.len(),
-            ms(read),
-            ms(read_single),
-            ms(det),
-            ms(read + det)
+            "{:>10} {offenders:>10} {cpu_ms:>16.1} {longest:>14.1} {:>10.1}",
+            c.status()["tracked_sources"],
+            rss_mib(pid)
         );
+    }
+}
+
+/// Over the next `cycles` cycles of `c`: the controller's CPU time per
+/// cycle (user + system, /proc) and the longest cycle (its own timing), ms.
+fn watch_cycles(c: &filter_tests::controller::Controller, pid: u32, cycles: u64) -> (f64, f64) {
+    let cycles_now = || c.status()["cycles"].as_u64().unwrap();
+    let start = cycles_now() + 1;
+    while cycles_now() < start {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let cpu0 = cpu_ticks(pid);
+    let mut longest = 0f64;
+    let mut seen = start;
+    // Polled every 200 ms: each `status` costs the controller a little.
+    while seen < start + cycles {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let s = c.status();
+        let n = s["cycles"].as_u64().unwrap();
+        if n > seen {
+            seen = n;
+            longest = longest.max(s["last_cycle_ms"].as_f64().unwrap());
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu_ms = (cpu_ticks(pid) - cpu0) as f64 * 1e3 / hz / (seen - start) as f64;
+    (cpu_ms, longest)
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+/// What the receiving end of the rig's attacker veth runs in each
+/// `--veth` case.
+#[derive(Clone, Copy, Debug)]
+enum Receiver {
+    BareDrop,
+    FilterExact,
+    FilterCidr,
+    Nftables,
+    XdpFilter,
+}
+
+/// The receiver's CPU per packet of a one-source SYN flood over veth
+/// (the rig's generator: XDP_TX of live frames), for each [`Receiver`].
+/// The receive side runs in NET_RX softirq (the veth peer's NAPI); the
+/// kernel's tick accounting samples it into /proc/stat's `softirq`, summed
+/// over CPUs here. Statistical (ticks), hence floods of some seconds.
+fn veth_receiver() {
+    use filter_tests::{attack, netns::sh, rig::*};
+    const PACKETS: u64 = 4_000_000;
+    println!("\nveth receiver, one-source SYN flood of {PACKETS} packets (softirq CPU, ns/packet)");
+    println!(
+        "{:<36} {:>12} {:>12} {:>10}",
+        "receiver", "ns/packet", "Mpps sent", "ratio"
+    );
+    let rig = Rig::unique();
+    // NAPI on the receiving veth without an XDP program (the nftables
+    // case): XDP_TX frames from the generator reach the peer only then.
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &rig.srv.name,
+        "ethtool",
+        "-K",
+        SRV_ATT_IF,
+        "gro",
+        "on",
+    ]);
+    let mut bare = None;
+    for case in [
+        Receiver::BareDrop,
+        Receiver::FilterExact,
+        Receiver::FilterCidr,
+        Receiver::Nftables,
+        Receiver::XdpFilter,
+    ] {
+        let srv = rig.srv.name.clone();
+        let setup = rig.srv.run(move || receiver_up(case, &srv));
+        let Some(held) = setup else {
+            println!("{:<36} skipped", format!("{case:?}"));
+            continue;
+        };
+        let soft0 = softirq_ticks();
+        let mut spec = attack::rig_spec(
+            attack::Kind::Syn,
+            "10.200.1.1",
+            0,
+            std::time::Duration::from_secs(20),
+        );
+        spec.count = PACKETS;
+        let report = rig.att.run(move || attack::run(&spec)).expect("flood");
+        let soft = softirq_ticks() - soft0;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let ns = soft as f64 * 1e9 / hz / report.sent as f64;
+        let base = *bare.get_or_insert(ns);
+        println!(
+            "{:<36} {ns:>12.1} {:>12.2} {:>9.2}x",
+            format!("{case:?}"),
+            report.sent as f64 / report.elapsed.as_secs_f64() / 1e6,
+            ns / base
+        );
+        let srv = rig.srv.name.clone();
+        rig.srv.run(move || receiver_down(case, &srv, held));
+    }
+}
+
+/// Sets the case up on the server's attacker-side veth; None if this
+/// machine cannot (a tool missing). The value keeps programs loaded.
+fn receiver_up(case: Receiver, ns: &str) -> Option<Option<Ebpf>> {
+    use filter_tests::rig::SRV_ATT_IF;
+    let attach = |ebpf: &mut Ebpf, name: &str| {
+        let ifindex = loader::if_index(SRV_ATT_IF).unwrap();
+        let prog: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
+        prog.attach(ifindex, aya::programs::XdpMode::Driver)
+            .expect("attach");
+    };
+    let entry = new_entry(list_reason::ADMIN, None, "bench");
+    match case {
+        Receiver::BareDrop => {
+            let mut ebpf = Ebpf::load(BARE_DROP_OBJECT).unwrap();
+            let prog: &mut Xdp = ebpf.program_mut("bare_drop").unwrap().try_into().unwrap();
+            prog.load().unwrap();
+            attach(&mut ebpf, "bare_drop");
+            Some(Some(ebpf))
+        }
+        Receiver::FilterExact | Receiver::FilterCidr => {
+            let mut ebpf = loader::load(None).unwrap();
+            let mut maps = Maps::from_ebpf(&mut ebpf).unwrap();
+            maps.set_config(&Config::default()).unwrap();
+            let net = match case {
+                Receiver::FilterExact => "10.200.1.1",
+                _ => "10.200.1.0/24",
+            };
+            maps.insert(ListKind::Block, parse_net(net).unwrap(), &entry)
+                .unwrap();
+            attach(&mut ebpf, filter_common::PROGRAM_NAME);
+            Some(Some(ebpf))
+        }
+        Receiver::Nftables => {
+            let rules = format!(
+                "table netdev bench {{ chain ingress {{ type filter hook ingress device \"{SRV_ATT_IF}\" priority 0; ip saddr 10.200.1.0/24 drop; }} }}"
+            );
+            run_ok("nft", &["-f", "-"], Some(&rules), ns).then_some(None)
+        }
+        Receiver::XdpFilter => {
+            let ok = run_ok(
+                "xdp-filter",
+                &["load", "--mode", "native", SRV_ATT_IF],
+                None,
+                ns,
+            ) && run_ok(
+                "xdp-filter",
+                &["ip", "--mode", "src", "10.200.1.1"],
+                None,
+                ns,
+            );
+            ok.then_some(None)
+        }
+    }
+}
+
+fn receiver_down(case: Receiver, ns: &str, held: Option<Ebpf>) {
+    drop(held);
+    match case {
+        Receiver::Nftables => {
+            run_ok("nft", &["delete", "table", "netdev", "bench"], None, ns);
+        }
+        Receiver::XdpFilter => {
+            run_ok(
+                "xdp-filter",
+                &["unload", filter_tests::rig::SRV_ATT_IF],
+                None,
+                ns,
+            );
+        }
+        _ => {}
+    }
+}
+
+/// Runs a tool (already inside the namespace `_ns`); false if it is
+/// missing or fails (said on stderr).
+fn run_ok(tool: &str, args: &[&str], stdin: Option<&str>, _ns: &str) -> bool {
+    use std::io::Write as _;
+    let child = std::process::Command::new(tool)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("{tool}: not installed");
+        return false;
+    };
+    if let Some(text) = stdin {
+        let _ = child.stdin.take().unwrap().write_all(text.as_bytes());
+    }
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        eprintln!("{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    out.status.success()
+}
+
+/// Softirq time of all CPUs, in clock ticks (/proc/stat, first line).
+fn softirq_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpu: Vec<&str> = stat.lines().next().unwrap().split_whitespace().collect();
+    // cpu user nice system idle iowait irq softirq ...
+    cpu[7].parse().unwrap()
+}
+
+/// One SYN from each of `n` sources, 10.0.0.0 + `base` upwards, through
+/// `prog` (tracked at once when the gate is off).
+fn fill_sources(prog: &Xdp, n: u32, base: u32) {
+    let mut frame = Packet::tcp("100.64.0.1", SYN).build();
+    for i in 0..n {
+        frame[26..30].copy_from_slice(&(0x0a00_0000 + base + i).to_be_bytes());
+        prog.test_run(TestRunOptions {
+            data_in: Some(&frame),
+            ..TestRunOptions::default()
+        })
+        .unwrap();
     }
 }
 

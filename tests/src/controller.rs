@@ -122,6 +122,11 @@ impl Controller {
         }
     }
 
+    /// The controller's process id (`ip netns exec` runs it in place).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("run.log")).unwrap_or_default()
     }

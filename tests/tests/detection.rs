@@ -345,3 +345,61 @@ fn a_source_trickling_into_many_connections_is_blocked_when_slow_connections_is_
     assert!(!t.failed, "{t:?}");
     assert_eq!(c.status()["promotions"], 1, "{:?}", promotions(&c));
 }
+
+#[test]
+fn ten_thousand_offenders_in_one_interval_are_all_promoted_none_lost() {
+    filter_tests::require_root();
+    let c = Controller::start("track_min_packets: 1\nthresholds: { syn: 5 }\n");
+    let cycles0 = c.status()["cycles"].as_u64().unwrap();
+    // 16 384 random sources in a /18, about 18 SYNs a second each, for 3 s:
+    // all of them cross the threshold in the first interval.
+    let report = c
+        .flood(Kind::Syn, "10.200.0.0/18", 300_000, 3)
+        .join()
+        .unwrap();
+    // Two more cycles judge the last complete window.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let done = c.status()["cycles"].as_u64().unwrap() + 2;
+    while c.status()["cycles"].as_u64().unwrap() < done {
+        assert!(Instant::now() < deadline, "no cycles: {}", c.log());
+        thread::sleep(Duration::from_millis(100));
+    }
+    // A 3 s flood spans at most four windows: a source counted for 21
+    // SYNs or more had 6 or more, over 5/s, in one of them.
+    let rows = c.json(&["list", "sources", "-n", "0", "--json"]);
+    let heavy: std::collections::HashSet<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["syn"].as_u64().unwrap() >= 21)
+        .map(|r| r["source"].as_str().unwrap().to_owned())
+        .collect();
+    let promoted: std::collections::HashSet<String> = promotions(&c)
+        .iter()
+        .map(|p| p["source"].as_str().unwrap().to_owned())
+        .collect();
+    let status = c.status();
+    println!(
+        "flood: {} packets; {} heavy sources, {} promoted; events {}, lost {}, full scans {}, cycles {}",
+        report.sent,
+        heavy.len(),
+        promoted.len(),
+        status["events"],
+        status["events_lost"],
+        status["full_scans"],
+        status["cycles"].as_u64().unwrap() - cycles0,
+    );
+    assert!(heavy.len() >= 10_000, "only {} heavy sources", heavy.len());
+    let missing: Vec<&String> = heavy.difference(&promoted).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} offenders not promoted, e.g. {:?}",
+        missing.len(),
+        heavy.len(),
+        missing.iter().take(5).collect::<Vec<_>>()
+    );
+    // Each one restricted, never blocked: a random source is forgeable.
+    assert!(promotions(&c)
+        .iter()
+        .all(|p| p["action"] == "restrict" && p["reason"] == "syn_flood"));
+}

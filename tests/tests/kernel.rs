@@ -444,6 +444,165 @@ fn allowlist_beats_blocklist() {
     );
 }
 
+/// `addr` with bit `bit` (0 = the most significant) flipped.
+fn flip(addr: std::net::IpAddr, bit: u32) -> std::net::IpAddr {
+    match addr {
+        std::net::IpAddr::V4(a) => {
+            std::net::Ipv4Addr::from(u32::from(a) ^ (1u32 << (31 - bit))).into()
+        }
+        std::net::IpAddr::V6(a) => {
+            std::net::Ipv6Addr::from(u128::from(a) ^ (1u128 << (127 - bit))).into()
+        }
+    }
+}
+
+#[test]
+fn cidr_blocks_match_at_every_prefix_length() {
+    let mut f = Filter::new();
+    for (src, max) in [
+        ("203.0.113.77", 32u8),
+        ("2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", 128),
+    ] {
+        let addr: std::net::IpAddr = src.parse().unwrap();
+        for len in 0..=max {
+            let net = ipnet::IpNet::new(addr, len).unwrap().trunc();
+            let reason = match len == max {
+                true => Reason::BlockedExact,
+                false => Reason::BlockedCidr,
+            };
+            f.block(&net.to_string(), None);
+            let before = f.stat(reason).packets;
+            assert_eq!(f.run(&Packet::tcp(src, SYN).build()), DROP, "{net}");
+            assert_eq!(f.stat(reason).packets, before + 1, "{net}: {reason:?}");
+            // The first address outside it: the prefix's last bit flipped.
+            if len > 0 {
+                let out = flip(addr, len as u32 - 1).to_string();
+                assert_eq!(
+                    f.run(&Packet::tcp(&out, SYN).build()),
+                    PASS,
+                    "{out} vs {net}"
+                );
+            }
+            // Removed: passes again (its length may stay marked until the
+            // controller's next sweep; that only costs a look-up).
+            assert!(f.maps.remove(ListKind::Block, net).unwrap());
+            assert_eq!(f.run(&Packet::tcp(src, SYN).build()), PASS, "{net} removed");
+        }
+    }
+}
+
+#[test]
+fn more_prefix_lengths_than_probed_are_answered_by_the_trie() {
+    use filter_common::net_lens;
+    let mut f = Filter::new();
+    // Ten lengths, /8 to /26 in steps of two, each its own network: more
+    // than the data path probes.
+    let nets: Vec<ipnet::IpNet> = (0..10u8)
+        .map(|i| {
+            let addr: std::net::IpAddr = format!("{}.{}.0.0", 20 + i, 2 * i).parse().unwrap();
+            ipnet::IpNet::new(addr, 8 + 2 * i).unwrap().trunc()
+        })
+        .collect();
+    let hosts = |n: &ipnet::IpNet| n.hosts().next().unwrap().to_string();
+    for (i, net) in nets.iter().enumerate() {
+        f.block(&net.to_string(), None);
+        let overflow = f.maps.net_lens().unwrap()[net_lens::OVERFLOW as usize];
+        assert_eq!(
+            overflow & net_lens::OVERFLOW_V4 != 0,
+            i >= net_lens::MAX_PROBED,
+            "{net}"
+        );
+        // Every entry so far still matches, whichever structure answers.
+        for n in &nets[..=i] {
+            assert_eq!(
+                f.run(&Packet::tcp(&hosts(n), SYN).build()),
+                DROP,
+                "{n} with {}",
+                i + 1
+            );
+        }
+        assert_eq!(f.run(&Packet::tcp("99.0.0.1", SYN).build()), PASS);
+    }
+    // Down to eight lengths: the controller's sweep rewrites the lengths
+    // and clears the overflow; the hash maps answer again.
+    for net in &nets[8..] {
+        assert!(f.maps.remove(ListKind::Block, *net).unwrap());
+    }
+    f.maps.sync_net_lens(nets[..8].iter()).unwrap();
+    let lens = f.maps.net_lens().unwrap();
+    assert_eq!(lens[net_lens::OVERFLOW as usize], 0);
+    assert_eq!(lens[net_lens::V4 as usize].count_ones(), 8);
+    for n in &nets[..8] {
+        assert_eq!(f.run(&Packet::tcp(&hosts(n), SYN).build()), DROP, "{n}");
+    }
+    for n in &nets[8..] {
+        assert_eq!(
+            f.run(&Packet::tcp(&hosts(n), SYN).build()),
+            PASS,
+            "{n} removed"
+        );
+    }
+}
+
+#[test]
+fn the_longest_live_cidr_entry_decides_and_an_expired_one_is_passed_over() {
+    let mut f = Filter::new();
+    let ack_only = filter_common::flag::bit(filter_common::flag::ACK);
+    for (wide, narrow, inside, elsewhere) in [
+        ("10.0.0.0/8", "10.1.2.0/24", "10.1.2.3", "10.9.9.9"),
+        (
+            "2001:db8::/32",
+            "2001:db8:1:2::/64",
+            "2001:db8:1:2::3",
+            "2001:db8:9::9",
+        ),
+    ] {
+        f.block(wide, None);
+        // A narrower restriction (stray ACKs only) inside the block: the
+        // longest entry decides, so the source's SYNs pass...
+        f.restrict(narrow, Some(Duration::from_millis(400)), ack_only);
+        assert_eq!(f.run(&Packet::tcp(inside, SYN).build()), PASS, "{inside}");
+        assert_eq!(
+            f.run(&Packet::tcp(elsewhere, SYN).build()),
+            DROP,
+            "{elsewhere}"
+        );
+    }
+    // ...until the restriction expires: then the block underneath holds,
+    // with nobody in userspace removing anything.
+    std::thread::sleep(Duration::from_millis(500));
+    for inside in ["10.1.2.3", "2001:db8:1:2::3"] {
+        assert_eq!(f.run(&Packet::tcp(inside, SYN).build()), DROP, "{inside}");
+    }
+    // Several lengths present at once: each address meets its own longest
+    // entry. Restrictions of different classes tell which one matched.
+    use filter_common::flag;
+    let mut g = Filter::new();
+    g.restrict("172.0.0.0/8", None, flag::bit(flag::RST));
+    g.restrict("172.16.0.0/16", None, flag::bit(flag::FIN));
+    g.restrict("172.16.5.0/24", None, flag::bit(flag::SYN));
+    let run = |g: &mut Filter, src: &str, flags: u8| g.run(&Packet::tcp(src, flags).build());
+    assert_eq!(
+        run(&mut g, "172.16.5.7", SYN),
+        DROP,
+        "the /24 restricts SYNs"
+    );
+    assert_eq!(run(&mut g, "172.16.5.7", FIN), PASS, "not the /16's FINs");
+    assert_eq!(
+        run(&mut g, "172.16.9.9", FIN),
+        DROP,
+        "the /16 restricts FINs"
+    );
+    assert_eq!(run(&mut g, "172.16.9.9", RST), PASS, "not the /8's RSTs");
+    assert_eq!(
+        run(&mut g, "172.99.0.1", RST),
+        DROP,
+        "the /8 restricts RSTs"
+    );
+    assert_eq!(run(&mut g, "172.99.0.1", SYN), PASS);
+    assert_eq!(g.stat(Reason::Restricted).packets, 3);
+}
+
 #[test]
 fn an_expired_narrower_entry_never_hides_a_live_wider_one() {
     let mut f = Filter::new();
@@ -876,4 +1035,131 @@ fn a_spoofed_flood_never_verifies_and_inactive_verification_passes_every_syn() {
     assert_eq!(f.run(&Packet::tcp("10.64.0.1", SYN).build()), PASS);
     let syns: u64 = f.counter(filter_common::counter::SYNS);
     assert_eq!(syns, 2001);
+}
+
+/// A config counting every source at once, with detection windows of
+/// `window` and the given per-CPU triggers (SYN, SYN-ACK, ACK, ...).
+fn window_config(window: Duration, trigger: &[u32]) -> Config {
+    let mut t = [0u32; filter_common::window::METRICS];
+    t[..trigger.len()].copy_from_slice(trigger);
+    Config {
+        track_min_packets: 1,
+        window_ns: window.as_nanos() as u64,
+        trigger: t,
+        ..Config::default()
+    }
+}
+
+fn drain(events: &mut filter_ctl::kernel::events::Events) -> Vec<filter_common::Event> {
+    let mut out = Vec::new();
+    events.drain(|e| out.push(e));
+    out
+}
+
+#[test]
+fn a_source_crossing_its_trigger_is_reported_once_per_window() {
+    use filter_common::{flag, window};
+    // A minute-long window: no roll-over during the test.
+    let minute = Duration::from_secs(60);
+    let mut f = Filter::with_config(window_config(minute, &[5, 0, 3]));
+    let mut events = filter_ctl::kernel::events::Events::from_ebpf(&mut f.ebpf).unwrap();
+    let src = "198.51.100.80";
+    let syn = Packet::tcp(src, SYN).build();
+    for _ in 0..4 {
+        f.run(&syn);
+    }
+    assert!(drain(&mut events).is_empty(), "under the trigger");
+    f.run(&syn);
+    let got = drain(&mut events);
+    let key = filter_ctl::model::addr::source_key(src.parse().unwrap(), 64);
+    let now_win = filter_ctl::detect::window_of(clock::monotonic_ns(), minute);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].key, got[0].metric, got[0].count, got[0].window),
+        (key, flag::SYN as u32, 5, now_win)
+    );
+    // Once per window: 20 more SYNs are counted, not reported again.
+    for _ in 0..20 {
+        f.run(&syn);
+    }
+    assert!(drain(&mut events).is_empty());
+    let per_cpu = f.maps.source_cpus(&key).unwrap().unwrap();
+    let w = filter_ctl::detect::window_counts(&per_cpu, now_win);
+    assert_eq!((w.cur[flag::SYN], w.prev[flag::SYN]), (25, 0));
+    // Stray ACKs (no socket here) have their own trigger; RSTs none (0).
+    let ack = Packet::tcp(src, ACK).build();
+    let rst = Packet::tcp(src, RST).build();
+    for _ in 0..3 {
+        f.run(&ack);
+        f.run(&rst);
+    }
+    let got = drain(&mut events);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].metric, got[0].count), (flag::ACK as u32, 3));
+    // Windows off (0): counted, never reported.
+    let mut quiet = Filter::with_config(window_config(Duration::ZERO, &[1, 1, 1]));
+    let mut none = filter_ctl::kernel::events::Events::from_ebpf(&mut quiet.ebpf).unwrap();
+    quiet.run(&syn);
+    assert!(drain(&mut none).is_empty());
+    assert_eq!(quiet.counters(src).unwrap().syn, 1);
+    assert_eq!(window::METRICS, 8);
+}
+
+#[test]
+fn window_counts_roll_over_and_report_again_in_the_next_window() {
+    use filter_common::flag;
+    let window = Duration::from_millis(300);
+    let mut f = Filter::with_config(window_config(window, &[3]));
+    let mut events = filter_ctl::kernel::events::Events::from_ebpf(&mut f.ebpf).unwrap();
+    let src = "198.51.100.81";
+    let key = filter_ctl::model::addr::source_key(src.parse().unwrap(), 64);
+    let syn = Packet::tcp(src, SYN).build();
+    // Start just after a window begins, so that the bursts below fall in
+    // two consecutive windows.
+    let next = |now: u64| (now / window.as_nanos() as u64 + 1) * window.as_nanos() as u64;
+    let now = clock::monotonic_ns();
+    std::thread::sleep(Duration::from_nanos(next(now) - now + 10_000_000));
+    let first = filter_ctl::detect::window_of(clock::monotonic_ns(), window);
+    // One CPU for the whole test, so that one entry holds every count.
+    filter_tests::pin_to_cpu(0);
+    for _ in 0..4 {
+        f.run(&syn);
+    }
+    let now = clock::monotonic_ns();
+    std::thread::sleep(Duration::from_nanos(next(now) - now + 10_000_000));
+    for _ in 0..3 {
+        f.run(&syn);
+    }
+    let got = drain(&mut events);
+    assert_eq!(
+        got.iter().map(|e| (e.window, e.count)).collect::<Vec<_>>(),
+        [(first, 3), (first + 1, 3)]
+    );
+    let per_cpu = f.maps.source_cpus(&key).unwrap().unwrap();
+    let w = filter_ctl::detect::window_counts(&per_cpu, first + 1);
+    assert_eq!((w.cur[flag::SYN], w.prev[flag::SYN]), (3, 4));
+    // Two windows later the counts are stale: nothing.
+    let w = filter_ctl::detect::window_counts(&per_cpu, first + 3);
+    assert_eq!((w.cur[flag::SYN], w.prev[flag::SYN]), (0, 0));
+}
+
+#[test]
+fn a_full_event_ring_counts_what_it_could_not_take() {
+    // Every new source reports at its first SYN: more sources than the
+    // ring holds, and nobody reading it.
+    let mut f = Filter::with_config(window_config(Duration::from_secs(60), &[1]));
+    let mut events = filter_ctl::kernel::events::Events::from_ebpf(&mut f.ebpf).unwrap();
+    let n = 40_000u32;
+    let mut frame = Packet::tcp("10.0.0.1", SYN).build();
+    for i in 0..n {
+        frame[26..30].copy_from_slice(&(0x0a00_0000 + i).to_be_bytes());
+        f.run(&frame);
+    }
+    let taken = drain(&mut events).len() as u64;
+    let lost = f.counter(filter_common::counter::EVENTS_LOST);
+    assert!(lost > 0, "the ring held all {n}?");
+    assert!(taken > 20_000, "only {taken} fit in the ring");
+    assert_eq!(taken + lost, n as u64, "every report taken or counted");
+    // Nothing more: a lost report is retried by the next packet only.
+    assert!(drain(&mut events).is_empty());
 }

@@ -6,7 +6,8 @@
 //!   cargo xtask demo    the controller stopping a flood in a namespace rig
 //!   cargo xtask rig     up | down: the rig, for experiments
 //!   cargo xtask attack  a bounded flood from the rig's attacker namespace
-//!   cargo xtask bench   ns/packet per verdict beside a bare XDP_DROP
+//!   cargo xtask bench   ns/packet per verdict beside a bare XDP_DROP, the
+//!                       controller at 1M sources (--veth: receiver CPU)
 //!   cargo xtask lint    rustfmt and clippy (split for the eBPF crate)
 //!   cargo xtask install binary, systemd unit, policy, completions, man page
 
@@ -54,8 +55,15 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmark the data path through BPF_PROG_TEST_RUN.
-    Bench,
+    /// Benchmark the data path through BPF_PROG_TEST_RUN, and the real
+    /// controller at a million sources.
+    Bench {
+        /// Also measure the receiver's CPU per packet of a flood over veth:
+        /// bare XDP_DROP, this filter (exact and CIDR blocks), nftables
+        /// netdev ingress and xdp-filter.
+        #[arg(long)]
+        veth: bool,
+    },
     /// Check formatting and run clippy with warnings denied.
     Lint,
     /// Install filter-ctl: the release binary (PREFIX/sbin), the systemd
@@ -96,9 +104,16 @@ fn main() -> Result<()> {
         Task::Demo => tool(&root, "filter-demo", &[]),
         Task::Rig { action } => tool(&root, "filter-rig", &[action]),
         Task::Attack { args } => tool(&root, "filter-attack", &args),
-        Task::Bench => {
+        Task::Bench { veth } => {
             setup::ensure(&root)?;
-            run(cargo(&root).args(["bench", "--package", "filter-tests", "--bench", "datapath"]))
+            // The controller measured at scale is the release build.
+            run(cargo(&root).args(["build", "--release", "--package", "filter-ctl"]))?;
+            let mut bench = cargo(&root);
+            bench.args(["bench", "--package", "filter-tests", "--bench", "datapath"]);
+            if veth {
+                bench.args(["--", "--veth"]);
+            }
+            run(&mut bench)
         }
         Task::Install {
             prefix,

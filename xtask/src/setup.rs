@@ -9,7 +9,7 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 
 /// Debian packages: LLVM 22 for bpf-linker, iproute2/ethtool for the netns
-/// rigs, xdp-tools for benchmark comparisons, hping3 as the rig's second
+/// rigs, xdp-tools and nftables for benchmark comparisons, hping3 as the rig's second
 /// flood generator.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -20,6 +20,8 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
     "xdp-tools",
+    // nftables netdev ingress, the `bench --veth` comparison.
+    "nftables",
     "hping3",
     // systemd-analyze, for the test of the shipped unit.
     "systemd",

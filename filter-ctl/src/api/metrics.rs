@@ -138,7 +138,7 @@ pub fn render(status: &StatusReport, stats: &StatsReport) -> String {
     gauge(
         &mut r,
         "tracked_sources",
-        "Sources with exact counters",
+        "Sources with exact counters (entries added, up to the map's capacity)",
         status.tracked_sources as i64,
     );
     gauge(
@@ -172,6 +172,24 @@ pub fn render(status: &StatusReport, stats: &StatsReport) -> String {
         status.promotions_skipped,
     );
     counter(&mut r, "expiries", "List entries expired", status.expiries);
+    counter(
+        &mut r,
+        "detection_events",
+        "Sources the data path reported crossing a detection trigger",
+        status.events,
+    );
+    counter(
+        &mut r,
+        "detection_events_lost",
+        "Reports the data path could not push (ring full); each forces a full scan",
+        status.events_lost,
+    );
+    counter(
+        &mut r,
+        "full_scans",
+        "Cycles that judged every tracked source",
+        status.full_scans,
+    );
     counter(
         &mut r,
         "controller_cycles",

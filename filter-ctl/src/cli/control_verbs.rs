@@ -70,6 +70,10 @@ impl Status {
             s.tracked_sources, s.blocked_entries
         );
         println!(
+            "detection events: {}, lost: {}, full scans: {}",
+            s.events, s.events_lost, s.full_scans
+        );
+        println!(
             "promotions: {}, expiries: {}, skipped (block list full): {}",
             s.promotions, s.expiries, s.promotions_skipped
         );

@@ -3,16 +3,17 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use filter_common::{flag, SourceCounters, SourceKey};
+use filter_common::{flag, window, SourceCounters, SourceKey};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use crate::model::{metric::*, snapshot::Snapshot};
+pub use crate::model::metric::*;
 use crate::{kernel::conns::Held, policy::Blocking};
 
-/// Counters behind each rate metric. `syn` is SYNs minus completed
-/// handshakes; `closed_ports` counts the epochs in which the source was seen
-/// scanning; the gauges are not counters (0 here).
+/// Counters behind each rate metric (for `top`'s rates between two
+/// readings). `syn` is SYNs minus completed handshakes; `closed_ports`
+/// counts the epochs in which the source was seen scanning; the gauges are
+/// not counters (0 here).
 fn metrics(c: &SourceCounters) -> [u64; METRIC_COUNT] {
     [
         c.syn,
@@ -104,7 +105,10 @@ impl Detection {
     /// One line for the list entry's note and the log.
     pub fn note(&self) -> String {
         match self.metric {
-            CLOSED_PORTS => format!("port_scan >{} closed ports/s", self.threshold),
+            CLOSED_PORTS => format!(
+                "port_scan {:.0} closed ports > {}",
+                self.rate, self.threshold
+            ),
             m if is_gauge(m) => format!(
                 "{} {:.0} > {}",
                 self.metric_name(),
@@ -126,47 +130,87 @@ impl Detection {
     }
 }
 
-/// Every (source, metric) whose rate exceeds the metric's threshold (0 =
-/// check off) between `prev` and `cur`, and every source holding more
-/// connections than a gauge allows (`held`, from [`crate::kernel::conns`]). A scan
-/// is judged by the kernel against `closed_ports`, so any scan counted in
-/// the interval is a detection. Sorted by source, then most serious first:
-/// a metric that blocks before one that restricts, then the one most over
-/// its threshold.
+/// A source's detection-window counts ([`window`] metrics), summed over
+/// its CPUs: the window now running (so far) and the complete one before.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Windows {
+    pub cur: [u64; window::METRICS],
+    pub prev: [u64; window::METRICS],
+}
+
+/// Sums a source's per-CPU window counts as of window `now_win`. A CPU
+/// still on the window before has its counts in `prev`; one further back
+/// (or on none) contributes nothing.
+pub fn window_counts(per_cpu: &[SourceCounters], now_win: u32) -> Windows {
+    let mut w = Windows::default();
+    for c in per_cpu {
+        let (cur, prev) = if c.win_id == now_win {
+            (Some(&c.win), Some(&c.prev_win))
+        } else if c.win_id.wrapping_add(1) == now_win {
+            (None, Some(&c.win))
+        } else {
+            (None, None)
+        };
+        for (sum, add) in [(&mut w.cur, cur), (&mut w.prev, prev)] {
+            if let Some(add) = add {
+                for (s, a) in sum.iter_mut().zip(add) {
+                    *s += *a as u64;
+                }
+            }
+        }
+    }
+    w
+}
+
+/// The detection window of `now_ns` (monotonic), as the data path numbers
+/// them for a window of `window`.
+pub fn window_of(now_ns: u64, window: Duration) -> u32 {
+    (now_ns / (window.as_nanos() as u64).max(1)) as u32
+}
+
+/// Every (source, metric) over its threshold (0 = check off): a window
+/// count above `threshold × window` in the running window so far or in the
+/// complete one before; every source the kernel reported scanning
+/// (`scans`: distinct closed ports it touched in one epoch, judged by the
+/// kernel against `closed_ports`); every source holding more connections
+/// than a gauge allows (`held`, from [`crate::kernel::conns`]). Sorted by
+/// source, then most serious first: a metric that blocks before one that
+/// restricts, then the one most over its threshold.
 pub fn detect(
-    prev: &Snapshot,
-    cur: &Snapshot,
+    sources: &[(SourceKey, Windows)],
+    scans: &[(SourceKey, u32)],
     held: &HashMap<SourceKey, Held>,
     thresholds: [u64; METRIC_COUNT],
+    window: Duration,
 ) -> Vec<Detection> {
-    let dt = Duration::from_nanos(cur.at_ns.saturating_sub(prev.at_ns));
-    let secs = dt.as_secs_f64().max(1e-3);
-    let over = |i: usize, r: f64| match i {
-        CLOSED_PORTS => r * secs >= 1.0,
-        _ => r > thresholds[i] as f64,
-    };
-    let rank = |d: &Detection| {
-        let ratio = match d.metric {
-            CLOSED_PORTS => 1.0 + d.rate * secs,
-            m => d.rate / thresholds[m] as f64,
-        };
-        (scope_of(d.metric) == 0, ratio)
-    };
-    let mut out: Vec<Detection> = cur
-        .sources
-        .iter()
-        .flat_map(|(key, c)| {
-            let r = rates(prev.sources.get(key), c, dt);
-            (0..METRIC_COUNT)
-                .filter(move |&i| thresholds[i] > 0 && over(i, r[i]))
-                .map(move |i| Detection {
+    let secs = window.as_secs_f64().max(1e-3);
+    let mut out: Vec<Detection> = Vec::new();
+    for (key, w) in sources {
+        for (m, &threshold) in thresholds.iter().enumerate().take(window::METRICS) {
+            let count = w.cur[m].max(w.prev[m]) as f64;
+            if threshold > 0 && count > threshold as f64 * secs {
+                out.push(Detection {
                     key: *key,
-                    metric: i,
-                    rate: r[i],
-                    threshold: thresholds[i],
-                })
-        })
-        .collect();
+                    metric: m,
+                    rate: count / secs,
+                    threshold,
+                });
+            }
+        }
+    }
+    if thresholds[CLOSED_PORTS] > 0 {
+        let mut widest: HashMap<SourceKey, u32> = HashMap::new();
+        for (key, ports) in scans {
+            let w = widest.entry(*key).or_default();
+            *w = (*w).max(*ports);
+        }
+        out.extend(widest.into_iter().map(|(key, ports)| Detection {
+            key,
+            metric: CLOSED_PORTS,
+            rate: ports as f64,
+            threshold: thresholds[CLOSED_PORTS],
+        }));
+    }
     for (key, h) in held {
         for (metric, value) in [
             (IDLE_CONNECTIONS, h.idle),
@@ -183,6 +227,12 @@ pub fn detect(
             }
         }
     }
+    let rank = |d: &Detection| {
+        (
+            scope_of(d.metric) == 0,
+            d.rate / thresholds[d.metric].max(1) as f64,
+        )
+    };
     out.sort_by(|a, b| {
         let ((ba, ra), (bb, rb)) = (rank(a), rank(b));
         a.key.cmp(&b.key).then(bb.cmp(&ba)).then(rb.total_cmp(&ra))

@@ -1,8 +1,6 @@
 use super::*;
 use crate::{model::addr::source_key, policy::Dur};
 
-const S: u64 = 1_000_000_000;
-
 fn key(ip: &str) -> SourceKey {
     source_key(ip.parse().unwrap(), 64)
 }
@@ -17,11 +15,21 @@ fn counters(first: u64, syn: u64, rst: u64) -> SourceCounters {
     }
 }
 
-fn snap(at_ns: u64, entries: &[(&str, SourceCounters)]) -> Snapshot {
-    Snapshot {
-        at_ns,
-        sources: entries.iter().map(|(ip, c)| (key(ip), *c)).collect(),
+/// Counts of a complete window (the one before the running one).
+fn done(counts: &[(usize, u64)]) -> Windows {
+    let mut w = Windows::default();
+    for &(m, n) in counts {
+        w.prev[m] = n;
     }
+    w
+}
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// [`detect`] over whole windows of one second, no scans, no gauges.
+fn judge(t: [u64; METRIC_COUNT], entries: &[(&str, Windows)]) -> Vec<Detection> {
+    let sources: Vec<(SourceKey, Windows)> = entries.iter().map(|(ip, w)| (key(ip), *w)).collect();
+    detect(&sources, &[], &HashMap::new(), t, SEC)
 }
 
 #[test]
@@ -49,24 +57,61 @@ fn th(v: &[u64]) -> [u64; METRIC_COUNT] {
 }
 
 #[test]
+fn window_counts_sum_the_cpus_on_the_same_window() {
+    let cpu = |win_id: u32, win: u32, prev: u32| SourceCounters {
+        win_id,
+        win: [win, 0, 0, 0, 0, 0, 0, 0],
+        prev_win: [prev, 0, 0, 0, 0, 0, 0, 0],
+        ..Default::default()
+    };
+    // CPU 0 is in window 7 (its window 6 ended with 40); CPU 1 saw the
+    // source last in window 6 (30), CPU 2 in window 4 (stale), CPU 3 never.
+    let per_cpu = [
+        cpu(7, 5, 40),
+        cpu(6, 30, 99),
+        cpu(4, 1000, 1000),
+        cpu(0, 0, 0),
+    ];
+    let w = window_counts(&per_cpu, 7);
+    assert_eq!((w.cur[flag::SYN], w.prev[flag::SYN]), (5, 70));
+    // A window later, CPU 0's running window is the complete one.
+    let w = window_counts(&per_cpu, 8);
+    assert_eq!((w.cur[flag::SYN], w.prev[flag::SYN]), (0, 5));
+    assert_eq!(window_of(7_500_000_000, SEC), 7);
+}
+
+#[test]
+fn triggers_share_a_threshold_among_the_cpus() {
+    let t = crate::policy::Thresholds {
+        syn: 200,
+        syn_ack: 0,
+        ack: 5000,
+        ..Default::default()
+    };
+    // Over 200/s in a 1 s window is 201 in sum: at least 101 on one of 2.
+    let tr = t.triggers(SEC, 2);
+    assert_eq!(
+        (tr[flag::SYN], tr[flag::SYN_ACK], tr[flag::ACK]),
+        (101, 0, 2501)
+    );
+    // Longer windows scale; one CPU needs the whole count.
+    assert_eq!(t.triggers(Duration::from_millis(2500), 1)[flag::SYN], 501);
+    let one = crate::policy::Thresholds {
+        syn: 1,
+        ..Default::default()
+    };
+    assert_eq!(one.triggers(Duration::from_millis(100), 64)[flag::SYN], 1);
+}
+
+#[test]
 fn detects_the_class_most_over_its_threshold() {
     let t = th(&[200, 20, 5000, 100, 100]);
-    let prev = snap(
-        10 * S,
-        &[
-            ("192.0.2.1", counters(1, 0, 0)),
-            ("192.0.2.2", counters(1, 0, 0)),
-        ],
-    );
-    let cur = snap(
-        11 * S,
-        &[
-            ("192.0.2.1", counters(1, 300, 500)), // syn 1.5x, rst 5x
-            ("192.0.2.2", counters(1, 150, 50)),  // under both
-            ("192.0.2.3", counters(3, 201, 0)),   // new, just over
-        ],
-    );
-    let d = detect(&prev, &cur, &HashMap::new(), t);
+    let entries = [
+        ("192.0.2.1", done(&[(flag::SYN, 300), (flag::RST, 500)])), // syn 1.5x, rst 5x
+        ("192.0.2.2", done(&[(flag::SYN, 150), (flag::RST, 50)])),  // under both
+        ("192.0.2.3", done(&[(flag::SYN, 201)])),                   // just over
+    ];
+    let d = judge(t, &entries);
     let got: Vec<(SourceKey, &str)> = d.iter().map(|d| (d.key, d.metric_name())).collect();
     // Every metric over its threshold, the one most over it first.
     assert_eq!(
@@ -80,44 +125,29 @@ fn detects_the_class_most_over_its_threshold() {
     assert_eq!(d[0].rate, 500.0);
     assert_eq!(d[2].threshold, 200);
     // A threshold of 0 switches the check off.
-    assert!(detect(&prev, &cur, &HashMap::new(), th(&[0, 20, 5000, 0, 100])).is_empty());
+    assert!(judge(th(&[0, 20, 5000, 0, 100]), &entries).is_empty());
     // Exactly at the threshold is not over it.
-    let at = snap(11 * S, &[("192.0.2.4", counters(3, 200, 0))]);
-    assert!(detect(&prev, &at, &HashMap::new(), t).is_empty());
-}
-
-#[test]
-fn syns_that_complete_their_handshake_are_not_a_syn_flood() {
-    // 600 SYNs, 590 handshakes: a busy client, 10 unanswered SYNs/s.
-    let mut busy = counters(1, 600, 0);
-    busy.new_conns = 590;
-    let cur = snap(S, &[("192.0.2.7", busy)]);
-    let prev = snap(0, &[]);
-    assert_eq!(rates(None, &busy, Duration::from_secs(1))[flag::SYN], 10.0);
-    assert!(detect(&prev, &cur, &HashMap::new(), th(&[200])).is_empty());
-    // The same SYNs unanswered are.
-    let flood = counters(1, 600, 0);
-    let d = detect(
-        &prev,
-        &snap(S, &[("192.0.2.7", flood)]),
-        &HashMap::new(),
-        th(&[200]),
-    );
-    assert_eq!((d[0].metric_name(), d[0].rate), ("syn", 600.0));
+    assert!(judge(t, &[("192.0.2.4", done(&[(flag::SYN, 200)]))]).is_empty());
+    // The running window counts as soon as it is over, before it ends; a
+    // window of 2 s allows twice the count.
+    let mut running = Windows::default();
+    running.cur[flag::SYN] = 250;
+    assert_eq!(judge(t, &[("192.0.2.5", running)]).len(), 1);
+    let sources = [(key("192.0.2.5"), running)];
+    let two = Duration::from_secs(2);
+    assert!(detect(&sources, &[], &HashMap::new(), t, two).is_empty());
 }
 
 #[test]
 fn connection_metrics_block_and_packet_metrics_restrict() {
-    let mut churn = counters(1, 300, 0);
-    churn.new_conns = 290;
-    churn.empty_conns = 280;
-    let prev = snap(0, &[]);
-    let cur = snap(S, &[("192.0.2.7", churn)]);
-    let d = detect(
-        &prev,
-        &cur,
-        &HashMap::new(),
+    let churn = done(&[
+        (flag::SYN, 10),
+        (NEW_CONNECTIONS, 290),
+        (EMPTY_CONNECTIONS, 280),
+    ]);
+    let d = judge(
         th(&[1000, 20, 5000, 100, 100, 100, 0, 50]),
+        &[("192.0.2.7", churn)],
     );
     assert_eq!(d.len(), 1);
     assert_eq!(
@@ -126,22 +156,17 @@ fn connection_metrics_block_and_packet_metrics_restrict() {
     );
     assert_eq!(d[0].reason(), "empty_connections_flood");
     // new_connections is its own metric, off unless set.
-    let d = detect(
-        &prev,
-        &cur,
-        &HashMap::new(),
+    let d = judge(
         th(&[1000, 20, 5000, 100, 100, 100, 100, 0]),
+        &[("192.0.2.7", churn)],
     );
     assert_eq!((d[0].metric_name(), d[0].scope()), ("new_connections", 0));
     // A block wins over a restriction even when less far over.
     let mut both = churn;
-    both.rst = 100_000;
-    let cur = snap(S, &[("192.0.2.7", both)]);
-    let d = detect(
-        &prev,
-        &cur,
-        &HashMap::new(),
+    both.prev[flag::RST] = 100_000;
+    let d = judge(
         th(&[1000, 20, 5000, 100, 100, 100, 0, 50]),
+        &[("192.0.2.7", both)],
     );
     assert_eq!(
         (d[0].metric_name(), d[1].metric_name()),
@@ -171,10 +196,9 @@ fn sources_holding_idle_connections_are_blocked() {
             slow: 40,
         },
     );
-    let prev = snap(0, &[]);
     let mut t = th(&[200]);
     t[IDLE_CONNECTIONS] = 100;
-    let d = detect(&prev, &prev, &held, t);
+    let d = detect(&[], &[], &held, t, SEC);
     assert_eq!(d.len(), 1);
     assert_eq!(
         (d[0].key, d[0].reason(), d[0].scope(), d[0].rate),
@@ -183,7 +207,7 @@ fn sources_holding_idle_connections_are_blocked() {
     assert_eq!(d[0].note(), "idle_connections 150 > 100");
     // Concurrent connections, when set, count every inbound one.
     t[CONCURRENT_CONNECTIONS] = 350;
-    let d = detect(&prev, &prev, &held, t);
+    let d = detect(&[], &[], &held, t, SEC);
     assert_eq!(d.len(), 2);
     assert_eq!(
         (d[1].key, d[1].metric_name()),
@@ -192,34 +216,30 @@ fn sources_holding_idle_connections_are_blocked() {
 }
 
 #[test]
-fn a_scan_counted_by_the_kernel_is_a_port_scan() {
-    let mut scanner = counters(1, 0, 0);
-    scanner.closed_ports = 600;
-    scanner.scans = 1;
-    let prev = snap(0, &[]);
-    let cur = snap(S, &[("192.0.2.8", scanner)]);
+fn a_scan_reported_by_the_kernel_is_a_port_scan() {
     let mut t = th(&[200]);
     t[CLOSED_PORTS] = 10;
-    let d = detect(&prev, &cur, &HashMap::new(), t);
-    assert_eq!((d[0].reason(), d[0].scope()), ("port_scan".to_owned(), 1));
-    // No new scan in the next interval: nothing.
-    let later = snap(2 * S, &[("192.0.2.8", scanner)]);
-    assert!(detect(&cur, &later, &HashMap::new(), t).is_empty());
+    // Reported twice (two CPUs): one detection, the widest.
+    let scans = [(key("192.0.2.8"), 11), (key("192.0.2.8"), 14)];
+    let d = detect(&[], &scans, &HashMap::new(), t, SEC);
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        (d[0].reason(), d[0].scope(), d[0].rate),
+        ("port_scan".to_owned(), 1, 14.0)
+    );
+    assert_eq!(d[0].note(), "port_scan 14 closed ports > 10");
     t[CLOSED_PORTS] = 0;
-    assert!(detect(&prev, &cur, &HashMap::new(), t).is_empty());
+    assert!(detect(&[], &scans, &HashMap::new(), t, SEC).is_empty());
 }
 
 #[test]
 fn restrictions_add_up_and_a_block_replaces_them() {
-    let prev = snap(0, &[]);
-    let mut c = counters(1, 5000, 5000);
-    c.syn_ack = 5000;
-    let cur = snap(S, &[("192.0.2.10", c)]);
+    let c = done(&[(flag::SYN, 5000), (flag::SYN_ACK, 5000), (flag::RST, 5000)]);
     let net = |k: &SourceKey| crate::model::addr::source_net(k, 64);
     let t = th(&[100, 100, 100, 100, 100]);
     let bits = |v: &[usize]| v.iter().fold(0, |a, &i| a | flag::bit(i));
     // Everything forged at once: one promotion restricting all of it.
-    let p = promotable(detect(&prev, &cur, &HashMap::new(), t), net, &[], &[]);
+    let p = promotable(judge(t, &[("192.0.2.10", c)]), net, &[], &[]);
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].1, bits(&[flag::SYN, flag::SYN_ACK, flag::RST]));
     // Already restricted on the loudest class: the others still come.
@@ -227,33 +247,28 @@ fn restrictions_add_up_and_a_block_replaces_them() {
         net: "192.0.2.10/32".parse().unwrap(),
         scope: bits(&[flag::SYN]),
     }];
-    let p = promotable(detect(&prev, &cur, &HashMap::new(), t), net, &[], &had);
+    let p = promotable(judge(t, &[("192.0.2.10", c)]), net, &[], &had);
     assert_eq!(p[0].1, bits(&[flag::SYN, flag::SYN_ACK, flag::RST]));
     assert_ne!(p[0].2.metric, flag::SYN, "the lead adds something");
     // A metric that blocks replaces the restrictions.
     let mut churn = c;
-    churn.empty_conns = 500;
-    let cur = snap(S, &[("192.0.2.10", churn)]);
+    churn.prev[EMPTY_CONNECTIONS] = 500;
     let mut t = t;
     t[EMPTY_CONNECTIONS] = 50;
-    let p = promotable(detect(&prev, &cur, &HashMap::new(), t), net, &[], &had);
+    let p = promotable(judge(t, &[("192.0.2.10", churn)]), net, &[], &had);
     assert_eq!((p.len(), p[0].1, p[0].2.metric), (1, 0, EMPTY_CONNECTIONS));
 }
 
 #[test]
 fn allowlisted_blocked_and_already_restricted_sources_are_not_promoted_again() {
     let t = th(&[10, 10, 10, 10, 10]);
-    let prev = snap(0, &[]);
-    let cur = snap(
-        S,
-        &[
-            ("10.1.2.3", counters(1, 1_000_000, 0)),
-            ("192.0.2.9", counters(1, 50, 0)),
-            ("198.51.100.1", counters(1, 50, 0)),
-            ("203.0.113.5", counters(1, 50, 50)),
-            ("203.0.113.6", counters(1, 0, 50)),
-        ],
-    );
+    let entries = [
+        ("10.1.2.3", done(&[(flag::SYN, 1_000_000)])),
+        ("192.0.2.9", done(&[(flag::SYN, 50)])),
+        ("198.51.100.1", done(&[(flag::SYN, 50)])),
+        ("203.0.113.5", done(&[(flag::SYN, 50), (flag::RST, 50)])),
+        ("203.0.113.6", done(&[(flag::RST, 50)])),
+    ];
     let allow: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
     let listed = |net: &str, scope: u32| Listed {
         net: net.parse().unwrap(),
@@ -269,7 +284,7 @@ fn allowlisted_blocked_and_already_restricted_sources_are_not_promoted_again() {
         listed("203.0.113.6/32", rst),
     ];
     let p = promotable(
-        detect(&prev, &cur, &HashMap::new(), t),
+        judge(t, &entries),
         |k| crate::model::addr::source_net(k, 64),
         &allow,
         &blocked,

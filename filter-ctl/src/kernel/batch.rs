@@ -38,14 +38,29 @@ pub fn lookup_percpu<K: Pod, V: Pod>(
     fd: BorrowedFd<'_>,
     nr_cpus: usize,
 ) -> io::Result<Vec<(K, Vec<V>)>> {
+    let mut out = Vec::new();
+    for_each_percpu(fd, nr_cpus, |key: K, per_cpu: &[V]| {
+        out.push((key, per_cpu.to_vec()))
+    })?;
+    Ok(out)
+}
+
+/// [`lookup_percpu`] one entry at a time, without holding the map: `f`
+/// gets each key and its values (one per possible CPU) as they arrive, a
+/// batch at a time. Memory stays at one batch however large the map.
+pub fn for_each_percpu<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+    nr_cpus: usize,
+    mut f: impl FnMut(K, &[V]),
+) -> io::Result<()> {
     // Per-CPU values come back padded to 8 bytes each.
     let stride = size_of::<V>().next_multiple_of(8);
-    let mut out = Vec::new();
     let mut capacity = BATCH;
     // The batch token is a bucket index (u32) for hash maps; 8 bytes is ample.
     let mut token_in = [0u8; 8];
     let mut token_out = [0u8; 8];
     let mut first = true;
+    let mut per_cpu: Vec<V> = Vec::with_capacity(nr_cpus);
     loop {
         let mut keys = vec![0u8; capacity * size_of::<K>()];
         let mut values = vec![0u8; capacity * nr_cpus * stride];
@@ -82,16 +97,15 @@ pub fn lookup_percpu<K: Pod, V: Pod>(
             // SAFETY: both are Pod; the slices hold `count` complete entries.
             let key =
                 unsafe { (keys.as_ptr().add(i * size_of::<K>()) as *const K).read_unaligned() };
-            let per_cpu = (0..nr_cpus)
-                .map(|cpu| unsafe {
-                    (values.as_ptr().add((i * nr_cpus + cpu) * stride) as *const V).read_unaligned()
-                })
-                .collect();
-            out.push((key, per_cpu));
+            per_cpu.clear();
+            per_cpu.extend((0..nr_cpus).map(|cpu| unsafe {
+                (values.as_ptr().add((i * nr_cpus + cpu) * stride) as *const V).read_unaligned()
+            }));
+            f(key, &per_cpu);
         }
         if err.is_some() {
             // ENOENT: that was the last batch.
-            return Ok(out);
+            return Ok(());
         }
         token_in = token_out;
         first = false;

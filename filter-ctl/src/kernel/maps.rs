@@ -76,8 +76,11 @@ pub struct Maps {
     allow_v6: LpmTrie<MapData, [u8; 16], ListEntry>,
     block_v4: HashMap<MapData, [u8; 4], ListEntry>,
     block_v6: HashMap<MapData, [u8; 16], ListEntry>,
-    block_net_v4: LpmTrie<MapData, [u8; 4], ListEntry>,
-    block_net_v6: LpmTrie<MapData, [u8; 16], ListEntry>,
+    block_net_v4: HashMap<MapData, Key<[u8; 4]>, ListEntry>,
+    block_net_v6: HashMap<MapData, Key<[u8; 16]>, ListEntry>,
+    block_trie_v4: LpmTrie<MapData, [u8; 4], ListEntry>,
+    block_trie_v6: LpmTrie<MapData, [u8; 16], ListEntry>,
+    net_lens: Array<MapData, u64>,
     /// Where the maps are pinned, when they were opened from their pins.
     pin_dir: Option<std::path::PathBuf>,
 }
@@ -155,6 +158,18 @@ impl Maps {
             )))
     }
 
+    /// The `NET_LENS` slots (`filter_common::net_lens`), as written.
+    pub fn net_lens(&self) -> Result<[u64; filter_common::net_lens::SLOTS as usize]> {
+        let mut out = [0u64; filter_common::net_lens::SLOTS as usize];
+        for (slot, v) in out.iter_mut().enumerate() {
+            *v = self
+                .net_lens
+                .get(&(slot as u32), 0)
+                .map_err(map_err("reading NET_LENS"))?;
+        }
+        Ok(out)
+    }
+
     /// Where the maps are pinned (None for maps taken from an object).
     pub fn pin_dir(&self) -> Option<&Path> {
         self.pin_dir.as_deref()
@@ -183,6 +198,9 @@ impl Maps {
             block_v6: typed!(catalog::BLOCK_V6.name),
             block_net_v4: typed!(catalog::BLOCK_NET_V4.name),
             block_net_v6: typed!(catalog::BLOCK_NET_V6.name),
+            block_trie_v4: typed!(catalog::BLOCK_TRIE_V4.name),
+            block_trie_v6: typed!(catalog::BLOCK_TRIE_V6.name),
+            net_lens: typed!(catalog::NET_LENS.name),
             pin_dir: None,
         })
     }
@@ -241,18 +259,91 @@ impl Maps {
             (ListKind::Block, IpNet::V6(n)) if is_host(&net) => {
                 self.block_v6.insert(&n.addr().octets(), entry, 0)
             }
-            (ListKind::Block, IpNet::V4(n)) => self.block_net_v4.insert(
-                &Key::new(n.prefix_len().into(), n.addr().octets()),
-                entry,
-                0,
-            ),
-            (ListKind::Block, IpNet::V6(n)) => self.block_net_v6.insert(
-                &Key::new(n.prefix_len().into(), n.addr().octets()),
-                entry,
-                0,
-            ),
+            // Keyed by the network address: the data path masks the
+            // source to each length present and looks that up.
+            // Both structures, then the length: the data path probes the
+            // hash map for the lengths marked, or asks the trie once more
+            // lengths are in use than it probes.
+            (ListKind::Block, IpNet::V4(n)) => {
+                let key = Key::new(n.prefix_len().into(), n.network().octets());
+                self.block_trie_v4
+                    .insert(&key, entry, 0)
+                    .and_then(|()| self.block_net_v4.insert(&key, entry, 0))
+                    .and_then(|()| self.mark_len(&net))
+            }
+            (ListKind::Block, IpNet::V6(n)) => {
+                let key = Key::new(n.prefix_len().into(), n.network().octets());
+                self.block_trie_v6
+                    .insert(&key, entry, 0)
+                    .and_then(|()| self.block_net_v6.insert(&key, entry, 0))
+                    .and_then(|()| self.mark_len(&net))
+            }
         }
         .map_err(map_err(what()))
+    }
+
+    /// The `NET_LENS` slot and bit of a CIDR block's prefix length.
+    fn len_bit(net: &IpNet) -> (u32, u64) {
+        use filter_common::net_lens;
+        let len = net.prefix_len() as u32;
+        match net {
+            IpNet::V4(_) => (net_lens::V4, 1 << len.min(63)),
+            IpNet::V6(_) if len < 64 => (net_lens::V6_LOW, 1 << len),
+            IpNet::V6(_) => (net_lens::V6_HIGH, 1 << (len - 64).min(63)),
+        }
+    }
+
+    /// Tells the data path that CIDR blocks of `net`'s length exist (and,
+    /// past the lengths it probes, to ask the trie).
+    fn mark_len(&mut self, net: &IpNet) -> std::result::Result<(), aya::maps::MapError> {
+        use filter_common::net_lens;
+        let (slot, bit) = Self::len_bit(net);
+        let lens = self.net_lens.get(&slot, 0)?;
+        if lens & bit != 0 {
+            return Ok(());
+        }
+        let lens = lens | bit;
+        if lens.count_ones() as usize > net_lens::MAX_PROBED {
+            let over = self.net_lens.get(&net_lens::OVERFLOW, 0)?;
+            self.net_lens
+                .set(net_lens::OVERFLOW, &(over | Self::overflow_bit(net)), 0)?;
+        }
+        self.net_lens.set(slot, &lens, 0)
+    }
+
+    fn overflow_bit(net: &IpNet) -> u64 {
+        match net {
+            IpNet::V4(_) => filter_common::net_lens::OVERFLOW_V4,
+            IpNet::V6(_) => filter_common::net_lens::OVERFLOW_V6,
+        }
+    }
+
+    /// Rewrites `NET_LENS` from the live block entries (`live`, as the
+    /// controller's sweep lists them): lengths no entry uses any more stop
+    /// costing the data path a look-up. Only changed slots are written.
+    pub fn sync_net_lens<'a>(&mut self, live: impl Iterator<Item = &'a IpNet>) -> Result<()> {
+        use filter_common::net_lens;
+        let mut want = [0u64; net_lens::SLOTS as usize];
+        for net in live.filter(|n| !is_host(n)) {
+            let (slot, bit) = Self::len_bit(net);
+            want[slot as usize] |= bit;
+            if want[slot as usize].count_ones() as usize > net_lens::MAX_PROBED {
+                want[net_lens::OVERFLOW as usize] |= Self::overflow_bit(net);
+            }
+        }
+        for (slot, bits) in want.into_iter().enumerate() {
+            let slot = slot as u32;
+            let had = self
+                .net_lens
+                .get(&slot, 0)
+                .map_err(map_err("reading NET_LENS"))?;
+            if had != bits {
+                self.net_lens
+                    .set(slot, &bits, 0)
+                    .map_err(map_err("writing NET_LENS"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes an entry; `Ok(false)` if it was not there.
@@ -270,12 +361,16 @@ impl Maps {
             (ListKind::Block, IpNet::V6(n)) if is_host(&net) => {
                 self.block_v6.remove(&n.addr().octets())
             }
-            (ListKind::Block, IpNet::V4(n)) => self
-                .block_net_v4
-                .remove(&Key::new(n.prefix_len().into(), n.addr().octets())),
-            (ListKind::Block, IpNet::V6(n)) => self
-                .block_net_v6
-                .remove(&Key::new(n.prefix_len().into(), n.addr().octets())),
+            (ListKind::Block, IpNet::V4(n)) => {
+                let key = Key::new(n.prefix_len().into(), n.network().octets());
+                let _ = self.block_trie_v4.remove(&key);
+                self.block_net_v4.remove(&key)
+            }
+            (ListKind::Block, IpNet::V6(n)) => {
+                let key = Key::new(n.prefix_len().into(), n.network().octets());
+                let _ = self.block_trie_v6.remove(&key);
+                self.block_net_v6.remove(&key)
+            }
         };
         match res {
             Ok(()) => Ok(true),
@@ -416,6 +511,55 @@ impl Maps {
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(map_err("reading SOURCES")(e)),
         }
+    }
+
+    /// One source's counters, one copy per possible CPU (what window
+    /// detection sums per window).
+    pub fn source_cpus(&self, key: &SourceKey) -> Result<Option<Vec<SourceCounters>>> {
+        match self.sources.get(key, 0) {
+            Ok(per_cpu) => Ok(Some(per_cpu.iter().copied().collect())),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("reading SOURCES")(e)),
+        }
+    }
+
+    /// Calls `f` with every tracked source and its per-CPU counters, in
+    /// batches where the kernel supports it (one at a time otherwise),
+    /// holding one batch at a time: the full scan of a million sources
+    /// costs time, not memory.
+    pub fn for_each_source(&self, mut f: impl FnMut(SourceKey, &[SourceCounters])) -> Result<()> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::AsFd as _;
+        if let Ok(nr_cpus) = aya::util::nr_cpus() {
+            let fd = self.sources.map().fd().as_fd();
+            match crate::kernel::batch::for_each_percpu(fd, nr_cpus.get() as usize, &mut f) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(error) => {
+                    return Err(Error::Io {
+                        what: "batch-reading",
+                        path: "SOURCES".into(),
+                        error,
+                    })
+                }
+            }
+        }
+        for item in self.sources.iter() {
+            let (key, per_cpu) = item.map_err(map_err("reading SOURCES"))?;
+            let values: Vec<SourceCounters> = per_cpu.iter().copied().collect();
+            f(key, &values);
+        }
+        Ok(())
+    }
+
+    /// How many sources `SOURCES` holds at most.
+    pub fn sources_capacity(&self) -> Result<u32> {
+        use aya::maps::IterableMap as _;
+        self.sources
+            .map()
+            .info()
+            .map(|i| i.max_entries())
+            .map_err(map_err("reading SOURCES's size"))
     }
 
     /// Every tracked source's counters, stamped with the monotonic clock:

@@ -615,7 +615,9 @@ impl Policy {
     /// The data-path configuration this policy asks for, with the
     /// thresholds in force (the kernel counts port scans against
     /// `closed_ports`).
-    pub fn kernel_config(&self, thresholds: &Thresholds) -> Config {
+    /// `cpus`: how many CPUs the data path's per-CPU counts are spread
+    /// over (the detection triggers are shares of the thresholds).
+    pub fn kernel_config(&self, thresholds: &Thresholds, cpus: u32) -> Config {
         Config {
             ipv6_prefix_len: self.ipv6_prefix.into(),
             track_min_packets: self.track_min_packets,
@@ -631,6 +633,8 @@ impl Policy {
                 port_mode::OFF => 0,
                 _ => thresholds.closed_ports as u32,
             },
+            window_ns: self.interval.0.as_nanos() as u64,
+            trigger: thresholds.triggers(self.interval.0, cpus),
             ..Config::default()
         }
     }

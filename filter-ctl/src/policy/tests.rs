@@ -37,7 +37,7 @@ fn good_snippets_parse() {
         }
     );
     assert_eq!(p.rate_limit.rst, RateLimits::default().rst);
-    let cfg = p.kernel_config(&p.thresholds);
+    let cfg = p.kernel_config(&p.thresholds, 2);
     assert_eq!(cfg.limits[filter_common::flag::SYN].rate, 100);
     assert_eq!(cfg.ipv6_prefix_len, 64);
 }
@@ -212,14 +212,14 @@ fn ports_are_off_auto_or_a_list_with_ranges() {
     let p = parse("ports: { tcp: [443, 22, 8000-8002, 22], udp: auto }\n").unwrap();
     assert_eq!(p.ports.tcp, PortSet::List(vec![22, 443, 8000, 8001, 8002]));
     assert_eq!(p.ports.udp, PortSet::Auto);
-    let cfg = p.kernel_config(&p.thresholds);
+    let cfg = p.kernel_config(&p.thresholds, 2);
     assert_eq!(
         (cfg.tcp_ports, cfg.udp_ports, cfg.scan_ports),
         (port_mode::LIST, port_mode::AUTO, 10)
     );
     // No closed-port policy: no scan counting either.
     let off = Policy::default();
-    assert_eq!(off.kernel_config(&off.thresholds).scan_ports, 0);
+    assert_eq!(off.kernel_config(&off.thresholds, 2).scan_ports, 0);
     let p = parse("ports:\n  tcp: off\n").unwrap();
     assert_eq!(p.ports.tcp, PortSet::Off);
     for (text, want) in [

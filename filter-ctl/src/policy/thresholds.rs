@@ -68,6 +68,29 @@ impl Thresholds {
         *self.slot(m) = value;
     }
 
+    /// The per-CPU counts in one window of `window` at which the data path
+    /// reports a source (`Config::trigger`, by `filter_common::window`
+    /// metric): a source over `threshold × window` in sum is over its share
+    /// on at least one of `cpus` CPUs, so none is missed; the controller
+    /// then judges the sum. 0 where the check is off.
+    pub fn triggers(
+        &self,
+        window: std::time::Duration,
+        cpus: u32,
+    ) -> [u32; filter_common::window::METRICS] {
+        let by_metric = self.by_metric();
+        let mut out = [0u32; filter_common::window::METRICS];
+        for (t, &threshold) in out.iter_mut().zip(&by_metric) {
+            if threshold == 0 {
+                continue;
+            }
+            // The smallest sum over the threshold, shared evenly at worst.
+            let need = (threshold as f64 * window.as_secs_f64()).floor() as u64 + 1;
+            *t = need.div_ceil(cpus.max(1) as u64).clamp(1, u32::MAX as u64) as u32;
+        }
+        out
+    }
+
     /// Indexed like [`Metric::index`].
     pub fn by_metric(&self) -> [u64; METRIC_COUNT] {
         [

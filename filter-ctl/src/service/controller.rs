@@ -22,7 +22,7 @@ use crate::{
         loader,
         maps::{ListKind, Maps},
     },
-    model::{metric::Metric, snapshot::Snapshot},
+    model::metric::Metric,
     policy::{Policy, Thresholds},
     service::{
         audit::{AuditEvent, AuditLog},
@@ -73,7 +73,22 @@ pub struct Controller {
     pub(super) policy: Policy,
     pub(super) core: Core<Maps>,
     pub(super) state: State,
-    pub(super) prev: Snapshot,
+    /// The data path's detection events (None: the ring could not be
+    /// opened; every cycle then judges every source).
+    pub(super) events: Option<crate::kernel::events::Events>,
+    /// Sources reported by the data path, and the last window each was
+    /// reported in.
+    pub(super) suspects: std::collections::HashMap<filter_common::SourceKey, u32>,
+    /// Scans reported since the last cycle: source, distinct closed ports.
+    pub(super) scans: Vec<(filter_common::SourceKey, u32)>,
+    pub(super) events_received: u64,
+    /// Events the data path could not push (the ring was full), as last read.
+    pub(super) events_lost: u64,
+    /// The next cycle judges every source (start, lost events).
+    pub(super) scan_pending: bool,
+    pub(super) full_scans: u64,
+    /// The data path's per-class packet totals at the last cycle.
+    pub(super) class_totals: Option<([u64; 6], Instant)>,
     pub(super) attached: Vec<String>,
     /// Interfaces of `attached` whose filter is gone (see
     /// `watch_interfaces`).
@@ -112,14 +127,27 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// Tracked sources: entries the data path added, up to the map's
+    /// capacity (past it, the LRU recycles its oldest entries). Counting
+    /// them would mean reading the whole map.
+    fn tracked_sources(&self) -> u64 {
+        let added = self
+            .core
+            .kernel
+            .counter(filter_common::counter::SOURCES_ADDED)
+            .unwrap_or(0);
+        let cap = self.core.kernel.sources_capacity().unwrap_or(u32::MAX);
+        added.min(cap as u64)
+    }
+
     /// Entries and capacity of the maps an operator sizes.
     fn map_fill(&self) -> Vec<(String, u64, u64)> {
         let caps = &self.policy.capacities;
         vec![
             (
                 "sources".into(),
-                self.prev.sources.len() as u64,
-                caps.sources as u64,
+                self.tracked_sources(),
+                self.core.kernel.sources_capacity().unwrap_or(caps.sources) as u64,
             ),
             (
                 "block".into(),
@@ -162,7 +190,8 @@ impl Controller {
         for iface in &interfaces {
             loader::if_index(iface)?;
         }
-        let config = policy.kernel_config(&state.thresholds(&policy));
+        let config =
+            policy.kernel_config(&state.thresholds(&policy), crate::kernel::possible_cpus());
         let mut adopted = Vec::new();
         for iface in &interfaces {
             let how = loader::attach(
@@ -185,10 +214,29 @@ impl Controller {
         let was_active = maps.config().is_ok_and(|c| c.verify_active != 0);
         let syns = maps.counter(filter_common::counter::SYNS).unwrap_or(0);
         maps.set_ports(policy.ports.tcp.listed(), policy.ports.udp.listed())?;
+        let events = match crate::kernel::events::Events::from_pins(&policy.pin_dir) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                log::error!(
+                    "{:#}: every cycle will judge every source",
+                    anyhow::Error::from(e)
+                );
+                None
+            }
+        };
+        let events_lost = maps
+            .counter(filter_common::counter::EVENTS_LOST)
+            .unwrap_or(0);
         let mut c = Controller {
             _lock: lock,
             opts,
-            prev: Snapshot::default(),
+            scan_pending: true,
+            suspects: Default::default(),
+            scans: Vec::new(),
+            events_received: 0,
+            events_lost,
+            full_scans: 0,
+            class_totals: None,
             attached: interfaces,
             lost: Vec::new(),
             core: Core {
@@ -196,6 +244,7 @@ impl Controller {
                 audit,
             },
             state,
+            events,
             started: Instant::now(),
             cycles: 0,
             last_cycle: Duration::ZERO,
@@ -222,7 +271,6 @@ impl Controller {
         let policy = c.policy.clone();
         c.sync_policy_lists(&policy)?;
         c.prune_audit();
-        c.prev = c.core.kernel.snapshot()?;
         c.blocked_live = c
             .core
             .kernel
@@ -315,9 +363,6 @@ impl Controller {
                 }
                 Err(e) => Err(OpError::kernel(e)),
             },
-            // Rates since the last cycle: no waiting, and what the
-            // detector will judge next.
-            Op::Top { by, limit, .. } => self.core.top_since(&self.prev, by, limit).map(Done::Top),
             op => self.core.apply(who, op),
         }
     }
@@ -402,7 +447,10 @@ impl Controller {
                 .map(|(f, r)| (f.to_string(), (r * 10.0).round() / 10.0))
                 .collect(),
             map_fill: self.map_fill(),
-            tracked_sources: self.prev.sources.len(),
+            tracked_sources: self.tracked_sources() as usize,
+            events: self.events_received,
+            events_lost: self.events_lost,
+            full_scans: self.full_scans,
             blocked_entries: self.blocked_live,
             allowed_entries: self.allowed_live,
             promotions: self.promotions,
@@ -441,6 +489,12 @@ impl Controller {
     }
 }
 
+/// Operations that read the whole `SOURCES` map (seconds at a million
+/// sources): answered from the pins on a blocking thread.
+fn reads_every_source(op: &Op) -> bool {
+    matches!(op, Op::Top { .. } | Op::Sources { .. })
+}
+
 /// Runs the controller with `policy` (loaded from `opts.policy_path`) until
 /// SIGTERM or SIGINT, answering the calls that arrive on `calls`.
 pub async fn run(
@@ -460,6 +514,27 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hourly = tokio::time::interval(Duration::from_secs(3600));
     hourly.tick().await; // the first tick is immediate; start already pruned
+                         // The ring's descriptor polls readable when events wait: they are
+                         // taken as they come, so a burst between two cycles does not fill it.
+    let events_fd = match c.events.as_ref().map(|e| {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: the descriptor belongs to `c.events`, which outlives
+        // this registration (declared after `c`, it is dropped first) and
+        // is never replaced.
+        unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                e.as_raw_fd(),
+                tokio::io::Interest::READABLE,
+            )
+        }
+    }) {
+        Some(Ok(fd)) => Some(fd),
+        Some(Err(e)) => {
+            log::warn!("polling the event ring: {e}; events are read each cycle");
+            None
+        }
+        None => None,
+    };
     log::info!(
         "controller running on {} (interval {}), socket {}",
         c.attached.join(", "),
@@ -473,7 +548,29 @@ pub async fn run(
                     log::error!("cycle: {e:#}");
                 }
             }
+            ready = async {
+                match &events_fd {
+                    Some(fd) => fd.readable().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Ok(mut guard) = ready {
+                    c.take_events();
+                    guard.clear_ready();
+                }
+            }
             Some(call) = calls.recv() => {
+                if reads_every_source(&call.op) {
+                    // Off the loop: a read of a million sources must not
+                    // hold up detection.
+                    let (pins, audit) = (c.policy.pin_dir.clone(), c.policy.audit.path.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let done = Core::offline(&pins, &audit, &call.op)
+                            .and_then(|mut core| core.apply(&call.who, call.op));
+                        let _ = call.reply.send(done);
+                    });
+                    continue;
+                }
                 // The client may have gone: its answer is then dropped.
                 let _ = call.reply.send(c.apply(&call.who, call.op));
             }

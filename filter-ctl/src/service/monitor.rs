@@ -4,11 +4,11 @@
 
 use std::{collections::HashMap, time::Instant};
 
-use filter_common::list_reason;
+use filter_common::{list_reason, SourceKey};
 use ipnet::IpNet;
 
 use crate::{
-    detect::{self, Listed},
+    detect::{self, Listed, Windows},
     kernel::{
         conns::{self, Held},
         loader,
@@ -82,17 +82,108 @@ impl Controller {
             .is_ok_and(|i| crate::kernel::handover::live(&self.policy.pin_dir, iface, i))
     }
 
+    /// Takes every event waiting in the ring: the sources to judge this
+    /// cycle (and the next, until the window they were reported in is
+    /// complete), and the scans. Called as events arrive and at each cycle.
+    pub fn take_events(&mut self) {
+        let Some(events) = self.events.as_mut() else {
+            return;
+        };
+        let (suspects, scans) = (&mut self.suspects, &mut self.scans);
+        self.events_received += events.drain(|e| {
+            if e.metric == filter_common::window::SCAN {
+                scans.push((e.key, e.count));
+            } else {
+                let w = suspects.entry(e.key).or_insert(e.window);
+                *w = (*w).max(e.window);
+            }
+        }) as u64;
+    }
+
+    /// The sources to judge and their window counts: those the kernel
+    /// reported, looked up one by one; or every source, in batches (after
+    /// events were lost, at start, and when so many were reported that a
+    /// scan is cheaper).
+    fn judged_sources(&mut self, now_win: u32) -> anyhow::Result<Vec<(SourceKey, Windows)>> {
+        let lost = self
+            .core
+            .kernel
+            .counter(filter_common::counter::EVENTS_LOST)?;
+        if lost > self.events_lost {
+            log::warn!(
+                "{} detection events lost (the ring was full): judging every source this cycle",
+                lost - self.events_lost
+            );
+            self.events_lost = lost;
+            self.scan_pending = true;
+        }
+        let capacity = self.core.kernel.sources_capacity()? as usize;
+        let mut out = Vec::new();
+        if self.scan_pending || self.suspects.len() > capacity / FULL_SCAN_SHARE {
+            self.scan_pending = false;
+            self.full_scans += 1;
+            let thresholds = self.thresholds().by_metric();
+            let limit = |m: usize| thresholds[m] as f64 * self.policy.interval.0.as_secs_f64();
+            // Only the sources over a threshold are kept: a scan of a
+            // million sources holds one batch, not the map.
+            self.core.kernel.for_each_source(|key, per_cpu| {
+                let w = detect::window_counts(per_cpu, now_win);
+                let over = (0..filter_common::window::METRICS)
+                    .any(|m| thresholds[m] > 0 && w.cur[m].max(w.prev[m]) as f64 > limit(m));
+                if over {
+                    out.push((key, w));
+                }
+            })?;
+            return Ok(out);
+        }
+        for key in self.suspects.keys() {
+            if let Some(per_cpu) = self.core.kernel.source_cpus(key)? {
+                out.push((*key, detect::window_counts(&per_cpu, now_win)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Packets per second of each flag class over the tracked sources since
+    /// the last cycle, from the data path's own totals.
+    fn update_flag_rates(&mut self, now: Instant) {
+        let mut totals = [0u64; 6];
+        for (i, t) in totals.iter_mut().enumerate() {
+            *t = self
+                .core
+                .kernel
+                .counter(filter_common::counter::CLASSES + i as u32)
+                .unwrap_or(0);
+        }
+        if let Some((before, at)) = self.class_totals {
+            let dt = now.duration_since(at).as_secs_f64();
+            if dt > 0.0 {
+                for (r, (n, b)) in self.flag_rates.iter_mut().zip(totals.iter().zip(before)) {
+                    *r = n.saturating_sub(b) as f64 / dt;
+                }
+            }
+        }
+        self.class_totals = Some((totals, now));
+    }
+
     /// One control-loop step. A failure to promote one source (a full map)
     /// is reported and the cycle goes on with the others.
     pub fn cycle(&mut self) -> anyhow::Result<()> {
         let t0 = Instant::now();
         self.watch_interfaces();
         self.verification_step();
-        let cur = self.core.kernel.snapshot()?;
-        self.flag_rates = flag_rates(&self.prev, &cur);
+        self.update_flag_rates(t0);
+        self.take_events();
+        let window = self.policy.interval.0;
+        let now_win = detect::window_of(clock::monotonic_ns(), window);
+        let judged = self.judged_sources(now_win)?;
+        // Kept until the window they were reported in has been judged
+        // complete (the cycle after it ends).
+        self.suspects.retain(|_, w| w.wrapping_add(1) >= now_win);
+        let scans = std::mem::take(&mut self.scans);
         let thresholds = self.thresholds().by_metric();
         let held = self.held_connections(&thresholds);
-        let detections = detect::detect(&self.prev, &cur, &held, thresholds);
+        let detections = detect::detect(&judged, &scans, &held, thresholds, window);
         // One listing of each list per cycle: the sweep removes what has
         // expired and returns what is live, which promotion then consults.
         let allow: Vec<IpNet> = self
@@ -103,14 +194,25 @@ impl Controller {
         self.allowed_live = allow.len();
         let blocked = self.sweep_expired(ListKind::Block)?;
         self.blocked_live = blocked.len();
+        // Prefix lengths no live entry uses stop costing the data path.
+        self.core
+            .kernel
+            .sync_net_lens(blocked.iter().map(|l| &l.net))?;
         let mut skipped = 0;
         if !detections.is_empty() {
             let prefix = self.policy.ipv6_prefix;
             let now_unix = clock::unix_now_s();
             let mut room = Room::new(self.core.kernel.block_capacity()?, &blocked);
-            for (net, scope, d) in
+            for (i, (net, scope, d)) in
                 detect::promotable(detections, |k| source_net(k, prefix), &allow, &blocked)
+                    .into_iter()
+                    .enumerate()
             {
+                // Thousands of promotions take a while: keep the ring from
+                // filling meanwhile.
+                if i % 512 == 511 {
+                    self.take_events();
+                }
                 // A new entry must leave the reserve for admin and policy
                 // entries; widening a restriction replaces its entry.
                 let replaces = blocked.iter().any(|l| l.net == net);
@@ -155,7 +257,6 @@ impl Controller {
             self.state_changed();
         }
         self.report_full(skipped);
-        self.prev = cur;
         self.cycles += 1;
         self.last_cycle = t0.elapsed();
         let secs = self.last_cycle.as_secs_f64();
@@ -251,6 +352,10 @@ impl Controller {
     }
 }
 
+/// More reported sources than 1/`FULL_SCAN_SHARE` of the map's capacity
+/// are judged by one batched scan rather than one look-up each.
+const FULL_SCAN_SHARE: usize = 8;
+
 /// The share of each block map that promotions may not fill: kept for
 /// admin and policy entries (1/8, at least one entry).
 const RESERVE_SHIFT: u32 = 3;
@@ -287,70 +392,5 @@ impl Room {
         }
         *slot -= 1;
         true
-    }
-}
-
-/// Packets per second of each flag class over the tracked sources, between
-/// two snapshots (a source new since the last counts from zero).
-fn flag_rates(
-    prev: &crate::model::snapshot::Snapshot,
-    cur: &crate::model::snapshot::Snapshot,
-) -> [f64; 6] {
-    let dt = cur.at_ns.saturating_sub(prev.at_ns) as f64 / 1e9;
-    if prev.at_ns == 0 || dt <= 0.0 {
-        return [0.0; 6];
-    }
-    let mut sum = [0u64; 6];
-    for (k, c) in &cur.sources {
-        let p = prev.sources.get(k);
-        let d = |f: fn(&filter_common::SourceCounters) -> u64| f(c).saturating_sub(p.map_or(0, f));
-        let now = [
-            d(|x| x.syn),
-            d(|x| x.syn_ack),
-            d(|x| x.ack),
-            d(|x| x.rst),
-            d(|x| x.fin),
-            d(|x| x.unparsed),
-        ];
-        for (s, n) in sum.iter_mut().zip(now) {
-            *s += n;
-        }
-    }
-    sum.map(|n| n as f64 / dt)
-}
-
-#[cfg(test)]
-mod tests {
-    use filter_common::{SourceCounters, SourceKey, FAMILY_V4};
-
-    use crate::model::snapshot::Snapshot;
-
-    #[test]
-    fn flag_rates_sum_the_deltas_of_every_source() {
-        let key = |b: u8| SourceKey {
-            family: FAMILY_V4,
-            addr: [10, 0, 0, b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        };
-        let counters = |syn: u64, ack: u64| SourceCounters {
-            syn,
-            ack,
-            ..Default::default()
-        };
-        let mut prev = Snapshot {
-            at_ns: 1_000_000_000,
-            ..Default::default()
-        };
-        prev.sources.insert(key(1), counters(100, 10));
-        let mut cur = Snapshot {
-            at_ns: 3_000_000_000,
-            ..Default::default()
-        };
-        cur.sources.insert(key(1), counters(300, 10));
-        // New since the last snapshot: counts from zero.
-        cur.sources.insert(key(2), counters(0, 40));
-        let r = super::flag_rates(&prev, &cur);
-        assert_eq!(r, [100.0, 0.0, 20.0, 0.0, 0.0, 0.0]);
-        // No previous snapshot: no rate yet.
-        assert_eq!(super::flag_rates(&Snapshot::default(), &cur), [0.0; 6]);
     }
 }

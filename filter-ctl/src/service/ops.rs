@@ -372,7 +372,16 @@ pub struct StatusReport {
     pub promotions_by_reason: std::collections::BTreeMap<String, u64>,
     /// How full the maps are: (name, entries, capacity).
     pub map_fill: Vec<(String, u64, u64)>,
+    /// Sources with an exact entry: those the data path added, up to the
+    /// map's capacity (at capacity it recycles the least recently seen).
     pub tracked_sources: usize,
+    /// Detection events the data path pushed and the controller took.
+    pub events: u64,
+    /// Events the data path could not push (the ring was full); each loss
+    /// makes the next cycle judge every source.
+    pub events_lost: u64,
+    /// Cycles that judged every source (the first, and after lost events).
+    pub full_scans: u64,
     pub blocked_entries: usize,
     /// Live allowlist entries (as of the last cycle).
     pub allowed_entries: usize,

@@ -163,7 +163,10 @@ impl Controller {
     /// The kernel's config for `policy`, with the thresholds and the
     /// verification state in force.
     pub fn kernel_config(&self, policy: &Policy) -> Config {
-        let mut cfg = policy.kernel_config(&self.state.thresholds(policy));
+        let mut cfg = policy.kernel_config(
+            &self.state.thresholds(policy),
+            crate::kernel::possible_cpus(),
+        );
         let mechanism = policy
             .verification
             .mechanism(self.verify_mode(), self.verify.escalated);
