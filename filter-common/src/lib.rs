@@ -160,8 +160,9 @@ pub mod capacity {
     pub const EVENTS_BYTES: u32 = 1 << 20;
 }
 
-/// Slots of the `NET_LENS` map: bit `i` of a slot says the CIDR block map
-/// of that family holds an entry of prefix length `base + i`. Set by
+/// Slots of the `NET_LENS` map: bit `i` of a length slot says the CIDR
+/// block map of that family holds an entry of prefix length `base + i`;
+/// [`net_lens::FLAGS`] says which other list maps hold anything. Set by
 /// whoever adds an entry; recomputed from the live entries by the
 /// controller every interval (a removal may leave a bit set until then,
 /// which costs one look-up that misses, never a wrong verdict).
@@ -171,11 +172,17 @@ pub mod net_lens {
     /// IPv6 lengths 0 to 63, then 64 to 127 (/128s are in the exact map).
     pub const V6_LOW: u32 = 1;
     pub const V6_HIGH: u32 = 2;
-    /// Families with more lengths in one slot than the data path probes
-    /// ([`MAX_PROBED`]): it then asks that family's trie instead.
-    pub const OVERFLOW: u32 = 3;
+    /// Flags: families with more lengths in one slot than the data path
+    /// probes ([`MAX_PROBED`]; it then asks that family's trie instead),
+    /// and which of the allow and exact-block maps hold anything (an empty
+    /// one is not looked up at all).
+    pub const FLAGS: u32 = 3;
     pub const OVERFLOW_V4: u64 = 1;
     pub const OVERFLOW_V6: u64 = 2;
+    pub const ALLOW_V4: u64 = 4;
+    pub const ALLOW_V6: u64 = 8;
+    pub const EXACT_V4: u64 = 16;
+    pub const EXACT_V6: u64 = 32;
     pub const SLOTS: u32 = 4;
     /// Lengths the data path probes per slot, longest first (each probe is
     /// one hash look-up; the verifier walks every one).

@@ -54,8 +54,10 @@ pub trait Nets<const N: usize> {
     const SLOTS: [(u32, u32); 2];
     /// The bits of a slot that can be set.
     const LEN_MASK: u64;
-    /// This family's bit in the `net_lens::OVERFLOW` slot.
+    /// This family's bits in the `net_lens::FLAGS` slot.
     const OVERFLOW: u64;
+    const ALLOW: u64;
+    const EXACT: u64;
     fn map(&self) -> &HashMap<Key<[u8; N]>, ListEntry>;
     /// The same entries in an LPM trie, for when more lengths are in use
     /// than the probes cover.
@@ -78,6 +80,8 @@ impl Nets<4> for V4<'_> {
     const SLOTS: [(u32, u32); 2] = [(net_lens::V4, 0), (net_lens::SLOTS, 0)];
     const LEN_MASK: u64 = u32::MAX as u64;
     const OVERFLOW: u64 = net_lens::OVERFLOW_V4;
+    const ALLOW: u64 = net_lens::ALLOW_V4;
+    const EXACT: u64 = net_lens::EXACT_V4;
     fn map(&self) -> &HashMap<Key<[u8; 4]>, ListEntry> {
         self.0
     }
@@ -99,6 +103,8 @@ impl Nets<16> for V6<'_> {
     const SLOTS: [(u32, u32); 2] = [(net_lens::V6_HIGH, 64), (net_lens::V6_LOW, 0)];
     const LEN_MASK: u64 = u64::MAX;
     const OVERFLOW: u64 = net_lens::OVERFLOW_V6;
+    const ALLOW: u64 = net_lens::ALLOW_V6;
+    const EXACT: u64 = net_lens::EXACT_V6;
     fn map(&self) -> &HashMap<Key<[u8; 16]>, ListEntry> {
         self.0
     }
@@ -138,7 +144,7 @@ const FOUND: u64 = 1 << 32;
 /// lengths per slot; past that, userspace sets the family's overflow bit
 /// and the trie holding the same entries answers instead.
 #[inline(never)]
-fn longest_blocked<const N: usize, M: Nets<N>>(nets: &M, addr: &[u8; N]) -> u64 {
+fn longest_blocked<const N: usize, M: Nets<N>>(nets: &M, addr: &[u8; N], flags: u64) -> u64 {
     let mut now = 0u64;
     let mut live = |e: &ListEntry| {
         if e.expires_ns == 0 {
@@ -150,8 +156,7 @@ fn longest_blocked<const N: usize, M: Nets<N>>(nets: &M, addr: &[u8; N]) -> u64 
         }
         now < e.expires_ns
     };
-    let overflow = NET_LENS.get(net_lens::OVERFLOW).copied().unwrap_or(0);
-    if overflow & M::OVERFLOW != 0 {
+    if flags & M::OVERFLOW != 0 {
         return match longest_in_trie(nets.trie(), *addr, &mut live) {
             Some(e) => FOUND | e.scope as u64,
             None => 0,
@@ -211,20 +216,25 @@ pub fn check<const N: usize, M: Nets<N>>(
     addr: [u8; N],
     clock: &mut Clock,
 ) -> Listed {
-    if longest_in_trie(allow, addr, &mut |e| live(e, clock)).is_some() {
+    // Which maps hold anything (all of them if the slot cannot be read):
+    // an empty list costs nothing.
+    let flags = NET_LENS.get(net_lens::FLAGS).copied().unwrap_or(u64::MAX);
+    if flags & M::ALLOW != 0 && longest_in_trie(allow, addr, &mut |e| live(e, clock)).is_some() {
         return Listed::Verdict(Reason::Allowlisted);
     }
     let mut scope = 0;
-    // SAFETY: as in `longest_blocked`.
-    if let Some(e) = unsafe { exact.get(&addr) } {
-        if live(e, clock) {
-            if e.scope == 0 {
-                return Listed::Verdict(Reason::BlockedExact);
+    if flags & M::EXACT != 0 {
+        // SAFETY: as in `longest_blocked`.
+        if let Some(e) = unsafe { exact.get(&addr) } {
+            if live(e, clock) {
+                if e.scope == 0 {
+                    return Listed::Verdict(Reason::BlockedExact);
+                }
+                scope |= e.scope;
             }
-            scope |= e.scope;
         }
     }
-    let found = longest_blocked(nets, &addr);
+    let found = longest_blocked(nets, &addr, flags);
     if found != 0 {
         let s = found as u32;
         if s == 0 {

@@ -506,7 +506,7 @@ fn more_prefix_lengths_than_probed_are_answered_by_the_trie() {
     let hosts = |n: &ipnet::IpNet| n.hosts().next().unwrap().to_string();
     for (i, net) in nets.iter().enumerate() {
         f.block(&net.to_string(), None);
-        let overflow = f.maps.net_lens().unwrap()[net_lens::OVERFLOW as usize];
+        let overflow = f.maps.net_lens().unwrap()[net_lens::FLAGS as usize];
         assert_eq!(
             overflow & net_lens::OVERFLOW_V4 != 0,
             i >= net_lens::MAX_PROBED,
@@ -528,9 +528,9 @@ fn more_prefix_lengths_than_probed_are_answered_by_the_trie() {
     for net in &nets[8..] {
         assert!(f.maps.remove(ListKind::Block, *net).unwrap());
     }
-    f.maps.sync_net_lens(nets[..8].iter()).unwrap();
+    f.maps.sync_list_index([].iter(), nets[..8].iter()).unwrap();
     let lens = f.maps.net_lens().unwrap();
-    assert_eq!(lens[net_lens::OVERFLOW as usize], 0);
+    assert_eq!(lens[net_lens::FLAGS as usize], 0);
     assert_eq!(lens[net_lens::V4 as usize].count_ones(), 8);
     for n in &nets[..8] {
         assert_eq!(f.run(&Packet::tcp(&hosts(n), SYN).build()), DROP, "{n}");
@@ -542,6 +542,45 @@ fn more_prefix_lengths_than_probed_are_answered_by_the_trie() {
             "{n} removed"
         );
     }
+}
+
+#[test]
+fn empty_lists_are_not_looked_up_and_every_writer_marks_what_it_fills() {
+    use filter_common::net_lens;
+    let mut f = Filter::new();
+    let flags = |f: &Filter| f.maps.net_lens().unwrap()[net_lens::FLAGS as usize];
+    assert_eq!(flags(&f), 0, "a fresh filter has nothing to look up");
+    f.allow("192.0.2.0/24");
+    f.block("203.0.113.7", None);
+    f.allow("2001:db8:a::/48");
+    f.block("2001:db8:b::1", None);
+    let all = net_lens::ALLOW_V4 | net_lens::EXACT_V4 | net_lens::ALLOW_V6 | net_lens::EXACT_V6;
+    assert_eq!(flags(&f), all);
+    assert_eq!(f.run(&Packet::tcp("192.0.2.5", SYN).build()), PASS);
+    assert_eq!(f.stat(Reason::Allowlisted).packets, 1);
+    assert_eq!(f.run(&Packet::tcp("203.0.113.7", SYN).build()), DROP);
+    assert_eq!(f.run(&Packet::tcp("2001:db8:b::1", SYN).build()), DROP);
+    // The index is what the data path trusts: rewritten from the live
+    // entries (the controller's sweep), it keeps every list that has one.
+    let allow = [
+        parse_net("192.0.2.0/24").unwrap(),
+        parse_net("2001:db8:a::/48").unwrap(),
+    ];
+    let block = [
+        parse_net("203.0.113.7").unwrap(),
+        parse_net("2001:db8:b::1").unwrap(),
+    ];
+    f.maps.sync_list_index(allow.iter(), block.iter()).unwrap();
+    assert_eq!(flags(&f), all);
+    assert_eq!(f.run(&Packet::tcp("2001:db8:a::5", SYN).build()), PASS);
+    assert_eq!(f.stat(Reason::Allowlisted).packets, 2);
+    // Emptied lists drop out of it.
+    assert!(f.maps.remove(ListKind::Block, block[0]).unwrap());
+    f.maps
+        .sync_list_index(allow.iter(), block[1..].iter())
+        .unwrap();
+    assert_eq!(flags(&f), all & !net_lens::EXACT_V4);
+    assert_eq!(f.run(&Packet::tcp("203.0.113.7", SYN).build()), PASS);
 }
 
 #[test]

@@ -170,6 +170,15 @@ impl Maps {
         Ok(out)
     }
 
+    /// Overwrites one `NET_LENS` slot: what the data path looks up until
+    /// the controller's next sweep rewrites it. For experiments and the
+    /// benchmark (forcing the trie, say); a wrong value hides entries.
+    pub fn set_net_lens_slot(&mut self, slot: u32, bits: u64) -> Result<()> {
+        self.net_lens
+            .set(slot, &bits, 0)
+            .map_err(map_err("writing NET_LENS"))
+    }
+
     /// Where the maps are pinned (None for maps taken from an object).
     pub fn pin_dir(&self) -> Option<&Path> {
         self.pin_dir.as_deref()
@@ -260,55 +269,43 @@ impl Maps {
                 self.block_v6.insert(&n.addr().octets(), entry, 0)
             }
             // Keyed by the network address: the data path masks the
-            // source to each length present and looks that up.
-            // Both structures, then the length: the data path probes the
-            // hash map for the lengths marked, or asks the trie once more
-            // lengths are in use than it probes.
+            // source to each length marked and looks that up (or asks the
+            // trie once more lengths are in use than it probes).
             (ListKind::Block, IpNet::V4(n)) => {
                 let key = Key::new(n.prefix_len().into(), n.network().octets());
                 self.block_trie_v4
                     .insert(&key, entry, 0)
                     .and_then(|()| self.block_net_v4.insert(&key, entry, 0))
-                    .and_then(|()| self.mark_len(&net))
             }
             (ListKind::Block, IpNet::V6(n)) => {
                 let key = Key::new(n.prefix_len().into(), n.network().octets());
                 self.block_trie_v6
                     .insert(&key, entry, 0)
                     .and_then(|()| self.block_net_v6.insert(&key, entry, 0))
-                    .and_then(|()| self.mark_len(&net))
             }
         }
+        .and_then(|()| self.mark(list, &net))
         .map_err(map_err(what()))
     }
 
-    /// The `NET_LENS` slot and bit of a CIDR block's prefix length.
-    fn len_bit(net: &IpNet) -> (u32, u64) {
+    /// The `NET_LENS` bits an entry of `list` for `net` needs: its slot and
+    /// bit (a CIDR block's length, or a flag), and whether the slot is a
+    /// length slot.
+    fn index_bit(list: ListKind, net: &IpNet) -> (u32, u64, bool) {
         use filter_common::net_lens;
         let len = net.prefix_len() as u32;
-        match net {
-            IpNet::V4(_) => (net_lens::V4, 1 << len.min(63)),
-            IpNet::V6(_) if len < 64 => (net_lens::V6_LOW, 1 << len),
-            IpNet::V6(_) => (net_lens::V6_HIGH, 1 << (len - 64).min(63)),
+        let v6 = matches!(net, IpNet::V6(_));
+        match (list, v6) {
+            (ListKind::Allow, false) => (net_lens::FLAGS, net_lens::ALLOW_V4, false),
+            (ListKind::Allow, true) => (net_lens::FLAGS, net_lens::ALLOW_V6, false),
+            (ListKind::Block, false) if is_host(net) => {
+                (net_lens::FLAGS, net_lens::EXACT_V4, false)
+            }
+            (ListKind::Block, true) if is_host(net) => (net_lens::FLAGS, net_lens::EXACT_V6, false),
+            (ListKind::Block, false) => (net_lens::V4, 1 << len.min(63), true),
+            (ListKind::Block, true) if len < 64 => (net_lens::V6_LOW, 1 << len, true),
+            (ListKind::Block, true) => (net_lens::V6_HIGH, 1 << (len - 64).min(63), true),
         }
-    }
-
-    /// Tells the data path that CIDR blocks of `net`'s length exist (and,
-    /// past the lengths it probes, to ask the trie).
-    fn mark_len(&mut self, net: &IpNet) -> std::result::Result<(), aya::maps::MapError> {
-        use filter_common::net_lens;
-        let (slot, bit) = Self::len_bit(net);
-        let lens = self.net_lens.get(&slot, 0)?;
-        if lens & bit != 0 {
-            return Ok(());
-        }
-        let lens = lens | bit;
-        if lens.count_ones() as usize > net_lens::MAX_PROBED {
-            let over = self.net_lens.get(&net_lens::OVERFLOW, 0)?;
-            self.net_lens
-                .set(net_lens::OVERFLOW, &(over | Self::overflow_bit(net)), 0)?;
-        }
-        self.net_lens.set(slot, &lens, 0)
     }
 
     fn overflow_bit(net: &IpNet) -> u64 {
@@ -318,17 +315,48 @@ impl Maps {
         }
     }
 
-    /// Rewrites `NET_LENS` from the live block entries (`live`, as the
-    /// controller's sweep lists them): lengths no entry uses any more stop
-    /// costing the data path a look-up. Only changed slots are written.
-    pub fn sync_net_lens<'a>(&mut self, live: impl Iterator<Item = &'a IpNet>) -> Result<()> {
+    /// Tells the data path an entry of `list` for `net` exists: its map is
+    /// no longer empty, its CIDR length is in use (and, past the lengths
+    /// the data path probes, to ask the trie).
+    fn mark(
+        &mut self,
+        list: ListKind,
+        net: &IpNet,
+    ) -> std::result::Result<(), aya::maps::MapError> {
+        use filter_common::net_lens;
+        let (slot, bit, length) = Self::index_bit(list, net);
+        let bits = self.net_lens.get(&slot, 0)?;
+        if bits & bit != 0 {
+            return Ok(());
+        }
+        let bits = bits | bit;
+        if length && bits.count_ones() as usize > net_lens::MAX_PROBED {
+            let flags = self.net_lens.get(&net_lens::FLAGS, 0)?;
+            self.net_lens
+                .set(net_lens::FLAGS, &(flags | Self::overflow_bit(net)), 0)?;
+        }
+        self.net_lens.set(slot, &bits, 0)
+    }
+
+    /// Rewrites `NET_LENS` from the live entries of both lists (`allow`,
+    /// `block`, as the controller's sweep lists them): maps that emptied
+    /// and lengths no entry uses any more stop costing the data path a
+    /// look-up. Only changed slots are written.
+    pub fn sync_list_index<'a>(
+        &mut self,
+        allow: impl Iterator<Item = &'a IpNet>,
+        block: impl Iterator<Item = &'a IpNet>,
+    ) -> Result<()> {
         use filter_common::net_lens;
         let mut want = [0u64; net_lens::SLOTS as usize];
-        for net in live.filter(|n| !is_host(n)) {
-            let (slot, bit) = Self::len_bit(net);
+        let all = allow
+            .map(|n| (ListKind::Allow, n))
+            .chain(block.map(|n| (ListKind::Block, n)));
+        for (list, net) in all {
+            let (slot, bit, length) = Self::index_bit(list, net);
             want[slot as usize] |= bit;
-            if want[slot as usize].count_ones() as usize > net_lens::MAX_PROBED {
-                want[net_lens::OVERFLOW as usize] |= Self::overflow_bit(net);
+            if length && want[slot as usize].count_ones() as usize > net_lens::MAX_PROBED {
+                want[net_lens::FLAGS as usize] |= Self::overflow_bit(net);
             }
         }
         for (slot, bits) in want.into_iter().enumerate() {

@@ -194,10 +194,11 @@ impl Controller {
         self.allowed_live = allow.len();
         let blocked = self.sweep_expired(ListKind::Block)?;
         self.blocked_live = blocked.len();
-        // Prefix lengths no live entry uses stop costing the data path.
+        // Emptied maps and prefix lengths no live entry uses stop costing
+        // the data path a look-up.
         self.core
             .kernel
-            .sync_net_lens(blocked.iter().map(|l| &l.net))?;
+            .sync_list_index(allow.iter(), blocked.iter().map(|l| &l.net))?;
         let mut skipped = 0;
         if !detections.is_empty() {
             let prefix = self.policy.ipv6_prefix;
