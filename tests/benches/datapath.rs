@@ -227,6 +227,21 @@ fn bench() {
         "(sources tracked after both floods: {tracked}; LRU capacity {})",
         filter_common::capacity::SOURCES
     );
+    // IPv6: each frame from another /64, through the default gate.
+    maps.set_config(&Config::default()).unwrap();
+    let flood6: Vec<Vec<u8>> = (0..FLOOD_FRAMES)
+        .map(|i| {
+            let net = (i.wrapping_mul(2_654_435_761) as u128) << 64;
+            frame(&std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | net | 1).to_string())
+        })
+        .collect();
+    let base6 = flood_ns(bare_prog, &flood6);
+    let filt6 = flood_ns(loader::program(&mut ebpf).unwrap(), &flood6);
+    println!(
+        "{:<44} {filt6:>10.1} {base6:>12.1} {:>9.2}x",
+        "IPv6, a /64 per frame, gate on",
+        filt6 / base6
+    );
 
     controller_cycle();
     controller_at_scale();
