@@ -168,6 +168,20 @@ pub fn window_of(now_ns: u64, window: Duration) -> u32 {
     (now_ns / (window.as_nanos() as u64).max(1)) as u32
 }
 
+/// The window metrics of `w` over their threshold (0 = check off): a
+/// count above `threshold × window` in the running window so far or in the
+/// complete one before. The one rule, for [`detect`] and the full scan.
+pub fn over_metrics<'a>(
+    w: &'a Windows,
+    thresholds: &'a [u64; METRIC_COUNT],
+    window: Duration,
+) -> impl Iterator<Item = usize> + 'a {
+    let secs = window.as_secs_f64().max(1e-3);
+    (0..window::METRICS).filter(move |&m| {
+        thresholds[m] > 0 && w.cur[m].max(w.prev[m]) as f64 > thresholds[m] as f64 * secs
+    })
+}
+
 /// Every (source, metric) over its threshold (0 = check off): a window
 /// count above `threshold × window` in the running window so far or in the
 /// complete one before; every source the kernel reported scanning
@@ -186,16 +200,14 @@ pub fn detect(
     let secs = window.as_secs_f64().max(1e-3);
     let mut out: Vec<Detection> = Vec::new();
     for (key, w) in sources {
-        for (m, &threshold) in thresholds.iter().enumerate().take(window::METRICS) {
+        for m in over_metrics(w, &thresholds, window) {
             let count = w.cur[m].max(w.prev[m]) as f64;
-            if threshold > 0 && count > threshold as f64 * secs {
-                out.push(Detection {
-                    key: *key,
-                    metric: m,
-                    rate: count / secs,
-                    threshold,
-                });
-            }
+            out.push(Detection {
+                key: *key,
+                metric: m,
+                rate: count / secs,
+                threshold: thresholds[m],
+            });
         }
     }
     if thresholds[CLOSED_PORTS] > 0 {

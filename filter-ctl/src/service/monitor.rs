@@ -123,14 +123,15 @@ impl Controller {
             self.scan_pending = false;
             self.full_scans += 1;
             let thresholds = self.thresholds().by_metric();
-            let limit = |m: usize| thresholds[m] as f64 * self.policy.interval.0.as_secs_f64();
+            let window = self.policy.interval.0;
             // Only the sources over a threshold are kept: a scan of a
             // million sources holds one batch, not the map.
             self.core.kernel.for_each_source(|key, per_cpu| {
                 let w = detect::window_counts(per_cpu, now_win);
-                let over = (0..filter_common::window::METRICS)
-                    .any(|m| thresholds[m] > 0 && w.cur[m].max(w.prev[m]) as f64 > limit(m));
-                if over {
+                if detect::over_metrics(&w, &thresholds, window)
+                    .next()
+                    .is_some()
+                {
                     out.push((key, w));
                 }
             })?;
